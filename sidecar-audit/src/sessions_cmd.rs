@@ -433,11 +433,18 @@ mod tests {
             row(T0 + 90 * SEC, "agent-b", "s1", "delivered", "content_flagged"),
         ];
         let text = render_text(&summarize(&rows, None));
-        let want = "\
-SESSION  START                 END                   RECORDS  BLOCKS  QUARANTINES  FLAGS  RISK  SENDERS
-s1       2025-01-02T03:04:05Z  2025-01-02T03:05:35Z        2       1            0      1    11  2 (agent-a, agent-b)
-";
-        assert_eq!(text, want);
+        let want = [
+            concat!(
+                "SESSION  START                 END                   ",
+                "RECORDS  BLOCKS  QUARANTINES  FLAGS  RISK  SENDERS"
+            ),
+            concat!(
+                "s1       2025-01-02T03:04:05Z  2025-01-02T03:05:35Z  ",
+                "      2       1            0      1    11  2 (agent-a, agent-b)"
+            ),
+        ];
+        assert_eq!(text.lines().collect::<Vec<_>>(), want);
+        assert!(text.ends_with('\n'));
         assert_eq!(render_text(&[]), "no sessions\n");
     }
 

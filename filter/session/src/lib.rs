@@ -115,6 +115,17 @@
 //! sessions: 2,048 keys, at most 837,632 bytes of keys and values, about
 //! 1 MB resident. 100,000 distinct agents do not change this (tested).
 //!
+//! # Cost per request
+//!
+//! One SHA-256 over the agent name, one shared-data read (the host copies
+//! at most 386 bytes into the VM), one decode, and a write only when a
+//! session starts or its `last_seen` is at least 1 s old. Measured on
+//! 2026-12-03 on the 2-core dev box: 100,000 new-agent resolves against
+//! [`MemoryStore`] took 0.24 s natively in release (about 2.4 µs each, every
+//! one with a write). Not measured in wasm inside Envoy.
+//!
+//! # Reconfiguration
+//!
 //! If `max_sessions` is lowered by a reconfiguration, the keys of buckets
 //! past the new count stay (shared data cannot delete), so the bound is that
 //! of the largest `max_sessions` used since the process started. Changing the

@@ -115,6 +115,29 @@ impl SessionTracker {
     /// - [`SessionError::Contended`]: the bucket changed between every read
     ///   and write, [`MAX_ATTEMPTS`] times in a row.
     /// - [`SessionError::Random`]: no random bytes for a new id.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use warrant_session::{
+    ///     MemoryStore, Outcome, SeededRandom, SessionConfig, SessionTracker,
+    /// };
+    ///
+    /// let tracker = SessionTracker::new(&SessionConfig::default())?;
+    /// let store = MemoryStore::new();
+    /// tracker.prepare(&store)?;
+    /// let mut random = SeededRandom::new(7);
+    ///
+    /// let first = tracker.resolve(&store, "agent-a", 1_000_000, &mut random)?;
+    /// assert_eq!(first.outcome, Outcome::Started);
+    /// assert_eq!(first.id.to_hex().len(), 32);
+    ///
+    /// // Ten minutes later, on another worker: the same session.
+    /// let again = tracker.resolve(&store, "agent-a", 1_600_000, &mut random)?;
+    /// assert_eq!(again.id, first.id);
+    /// assert_eq!(again.outcome, Outcome::Continued);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn resolve(
         &self,
         store: &dyn SharedStore,
