@@ -92,13 +92,22 @@
 //! compare-and-swap. The tracker then writes an *empty* bucket without a
 //! cas and starts over, so that the session itself is always written with a
 //! cas. Racing creators all write the same empty value, so they do not harm
-//! each other. The remaining hole: a worker that read "absent" and is
-//! descheduled before its create can wipe a session another worker wrote in
-//! between (3 host calls), and the first request of that session keeps an
-//! id that no later request will share. To close this hole before traffic
-//! arrives, the glue calls [`SessionTracker::prepare`] in `on_configure` of
-//! every VM: it creates all absent keys (2,048 by default) and only reads
-//! the rest. After that, the process sees no unconditional writes.
+//! each other. The hole: a worker that read "absent" and is descheduled
+//! before its create can wipe a session another worker wrote in between
+//! (which takes that worker 3 host calls), and the first request of that
+//! session keeps an id that no later request will share. This is not
+//! theoretical: 8 emulated workers racing on never-written buckets hit it
+//! in about 1 round in 200 (test notes, 2026-12-03).
+//!
+//! So the glue **must** call [`SessionTracker::prepare`] in `on_configure`
+//! of every VM, before that VM serves requests: it creates all absent keys
+//! (2,048 by default; one read per key, and a write for each missing one)
+//! and only reads the rest. A VM that has prepared never meets an absent
+//! key in `resolve`. What remains is another VM's `prepare` still running at
+//! first start-up: it can only wipe a bucket if it is descheduled between
+//! the read and the write of that one key for longer than the other VM
+//! needs to finish its own `prepare` and serve a request. Not observed; not
+//! excluded.
 //!
 //! # The memory bound
 //!
