@@ -54,8 +54,8 @@ pub struct CacheStats {
     pub expired: u64,
     /// Entries evicted to make room.
     pub evicted: u64,
-    /// Times the cache was emptied by a generation change or
-    /// [`ChainCache::clear`].
+    /// Times entries were dropped by a generation change, or
+    /// [`ChainCache::clear`] was called.
     pub invalidations: u64,
 }
 
@@ -191,7 +191,9 @@ impl ChainCache {
     /// Empties the cache if its entries belong to another generation.
     fn adopt(&mut self, generation: u64) {
         if generation != self.generation {
-            self.clear();
+            if !self.entries.is_empty() {
+                self.clear();
+            }
             self.generation = generation;
         }
     }

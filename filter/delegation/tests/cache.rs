@@ -1,0 +1,122 @@
+//! The per-VM chain cache: hits, expiry, eviction, invalidation.
+
+mod common;
+
+use common::*;
+use warrant_delegation::keys::KeyStore;
+use warrant_delegation::{ChainCache, DelegationError, Timestamp, VerifyPolicy};
+
+fn header_for(delegate: &'static str, expires: i64) -> String {
+    header(&build(&[hop("human", delegate).valid(0, expires)]))
+}
+
+fn check(
+    cache: &mut ChainCache,
+    header: &str,
+    keys: &KeyStore,
+    policy: &VerifyPolicy,
+    now: Timestamp,
+) -> Result<String, DelegationError> {
+    cache.verify(header.as_bytes(), "target-agent", keys, policy, now).map(|c| c.delegate().into())
+}
+
+#[test]
+fn second_verification_is_a_hit_even_without_keys() {
+    let mut cache = ChainCache::new(8);
+    let h = header_for("agent-a", 3600);
+    let policy = VerifyPolicy::new();
+    assert_eq!(check(&mut cache, &h, &cast(), &policy, now()).unwrap(), "agent-a");
+    // An empty key store would fail a real verification: success proves a hit.
+    assert_eq!(check(&mut cache, &h, &KeyStore::new(), &policy, now()).unwrap(), "agent-a");
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses, cache.len()), (1, 1, 1));
+}
+
+#[test]
+fn entries_are_keyed_by_recipient_too() {
+    let mut cache = ChainCache::new(8);
+    let h = header(&build(&[hop("human", "agent-a").scope(&["*"])]));
+    let policy = VerifyPolicy::new();
+    cache.verify(h.as_bytes(), "x", &cast(), &policy, now()).unwrap();
+    cache.verify(h.as_bytes(), "y", &cast(), &policy, now()).unwrap();
+    assert_eq!(cache.len(), 2);
+    assert!(cache.verify(h.as_bytes(), "z", &KeyStore::new(), &policy, now()).is_err());
+}
+
+#[test]
+fn refusals_are_not_cached() {
+    let mut cache = ChainCache::new(8);
+    let h = header_for("agent-a", 3600);
+    let policy = VerifyPolicy::new();
+    assert!(check(&mut cache, &h, &KeyStore::new(), &policy, now()).is_err());
+    assert!(cache.is_empty());
+    assert!(check(&mut cache, &h, &cast(), &policy, now()).is_ok());
+}
+
+#[test]
+fn entry_expires_with_the_earliest_token() {
+    let mut cache = ChainCache::new(8);
+    let tokens =
+        build(&[hop("human", "agent-a").valid(0, 7200), hop("agent-a", "agent-b").valid(0, 60)]);
+    let h = header(&tokens);
+    let policy = VerifyPolicy::new();
+    assert!(check(&mut cache, &h, &cast(), &policy, now()).is_ok());
+    assert!(
+        check(&mut cache, &h, &KeyStore::new(), &policy, at(60)).is_ok(),
+        "still valid at 60 s"
+    );
+    assert_eq!(
+        check(&mut cache, &h, &cast(), &policy, at(61)),
+        Err(DelegationError::Expired { hop: 1, expired_at: at(60), now: at(61) })
+    );
+    assert_eq!(cache.stats().expired, 1);
+    assert!(cache.is_empty());
+}
+
+#[test]
+fn oldest_entry_is_evicted_when_full() {
+    let mut cache = ChainCache::new(2);
+    let policy = VerifyPolicy::new();
+    let (a, b, c) =
+        (header_for("agent-a", 3600), header_for("agent-b", 3600), header_for("agent-c", 3600));
+    for h in [&a, &b, &c] {
+        check(&mut cache, h, &cast(), &policy, now()).unwrap();
+    }
+    assert_eq!((cache.len(), cache.stats().evicted), (2, 1));
+    let nobody = KeyStore::new();
+    assert!(check(&mut cache, &a, &nobody, &policy, now()).is_err(), "a was evicted");
+    assert!(check(&mut cache, &b, &nobody, &policy, now()).is_ok());
+    assert!(check(&mut cache, &c, &nobody, &policy, now()).is_ok());
+}
+
+#[test]
+fn new_generation_drops_entries_so_revocation_applies_at_once() {
+    let mut cache = ChainCache::new(8);
+    let h = header_for("agent-a", 3600);
+    let before = VerifyPolicy::new().with_generation(1);
+    check(&mut cache, &h, &cast(), &before, now()).unwrap();
+    let after = VerifyPolicy::new().revoke("human").with_generation(2);
+    assert!(matches!(
+        check(&mut cache, &h, &cast(), &after, now()),
+        Err(DelegationError::Revoked { hop: 0, .. })
+    ));
+    assert_eq!((cache.generation(), cache.stats().invalidations), (2, 1));
+}
+
+#[test]
+fn clear_empties_the_cache() {
+    let mut cache = ChainCache::new(8);
+    check(&mut cache, &header_for("agent-a", 3600), &cast(), &VerifyPolicy::new(), now()).unwrap();
+    cache.clear();
+    assert!(cache.is_empty());
+}
+
+#[test]
+fn zero_capacity_caches_nothing() {
+    let mut cache = ChainCache::new(0);
+    let h = header_for("agent-a", 3600);
+    let policy = VerifyPolicy::new();
+    assert!(check(&mut cache, &h, &cast(), &policy, now()).is_ok());
+    assert!(cache.is_empty());
+    assert!(check(&mut cache, &h, &KeyStore::new(), &policy, now()).is_err());
+}
