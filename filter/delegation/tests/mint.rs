@@ -35,7 +35,8 @@ fn minted_root_token_verifies_and_carries_go_style_times() {
     let token = mint(&key("human"), &request("human", "agent-a", None), now).unwrap();
     assert_eq!((token.chain_depth, token.parent_token_id.as_str()), (0, ""));
     assert_eq!(token.token_id, token.computed_token_id());
-    let json = String::from_utf8(warrant_delegation::encode_json(&[token.clone()])).unwrap();
+    let json =
+        String::from_utf8(warrant_delegation::encode_json(std::slice::from_ref(&token))).unwrap();
     assert!(json.contains(r#""issued_at":"2026-03-24T12:00:00.1234Z""#), "{json}");
     assert!(json.contains(r#""expires_at":"2026-03-24T16:00:00.1234Z""#), "{json}");
     let chain = verify_header(&encode_header(&[token])).unwrap();
