@@ -1,0 +1,225 @@
+//! Scanning speed of the engine with the full built-in library, against a
+//! naive `RegexSet` and a naive per-rule loop over the same bodies.
+//!
+//! Run with `cargo bench -p warrant-rules --bench scan`. Before the Criterion
+//! groups it prints a summary table (compile time, MB/s per body size, the
+//! ratios to the naive engines) and checks linearity: the run fails if a
+//! body takes more than twice its linear projection from the next smaller
+//! size (issue 5). The bodies are realistic agent traffic: prose, Markdown,
+//! JSON, logs, shell and code, generated deterministically.
+
+// A benchmark that cannot load the library has nothing to measure: failing
+// loudly is right here.
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use warrant_rules::{builtin_rules, ContentKind, ContentPart, Engine, PatternKind, RulesConfig};
+
+const SIZES: [(&str, usize); 3] = [("1KiB", 1 << 10), ("64KiB", 64 << 10), ("1MiB", 1 << 20)];
+
+/// A naive `RegexSet` at 1 MiB would take about a minute per scan (it is
+/// already seconds at 64 KiB on the reference machine), so it is measured up
+/// to 64 KiB only.
+const REGEXSET_MAX: usize = 64 << 10;
+
+/// Lines of ordinary traffic; some contain words that rule literals look for
+/// (token, password, curl, ignore, execute, docker) without being attacks.
+const LINES: &[&str] = &[
+    "The quarterly revenue grew by 12% compared to last year, driven by enterprise renewals.",
+    "Please review the attached pull request and update the documentation for the new API.",
+    "## Installation",
+    "- Run `cargo build --release` and copy the binary to /usr/local/bin.",
+    r#"{"id": 4821, "name": "widget-pro", "tags": ["blue", "large"], "updated_at": "2024-05-01T12:00:00Z"}"#,
+    r#"{"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "search", "arguments": {"query": "hotel rooms in Lisbon"}}}"#,
+    "2024-05-01 12:00:03 INFO api: request completed status=200 path=/api/v1/users latency=12ms",
+    "2024-05-01 12:00:04 WARN auth: token refresh took longer than expected (830ms)",
+    "fn main() { let total = orders.iter().map(|o| o.amount).sum::<u64>(); println!(\"{total}\"); }",
+    "    if user.is_admin() and request.method == 'POST': return handle_update(request)",
+    "See https://docs.example.com/guide/install#configuration for the full list of options.",
+    "git commit -m 'fix typo in README' && git push origin feature/search-filters",
+    "docker compose up -d postgres redis && curl -s http://localhost:8080/health | jq .status",
+    "Remember to reset your password through the account settings page if you forget it.",
+    "You can ignore the warnings about deprecated fields; they will be removed in the next release.",
+    "The agent should execute the nightly report job and email the summary to the finance team.",
+    "| region | orders | revenue |",
+    "|--------|--------|---------|",
+    "| EMEA   | 1,204  | 88,310  |",
+    "Meeting notes: discussed hiring plan, Q3 roadmap, and the migration to the new billing system.",
+    "kubectl get pods -n payments -o wide | grep Running",
+    "SELECT customer_id, SUM(total) FROM invoices WHERE created_at > '2024-01-01' GROUP BY 1;",
+    "Thanks! I'll summarize the customer feedback and share the draft by Friday afternoon.",
+    "The model returned three candidate answers; the evaluator picked the second one as best.",
+    "```python",
+    "def load(path):\n    with open(path) as f:\n        return json.load(f)",
+    "```",
+    "Error: connection refused while contacting upstream service inventory-api (retry 2/5)",
+];
+
+fn body(size: usize) -> String {
+    let mut out = String::with_capacity(size + 256);
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    while out.len() < size {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let line = LINES[(state >> 33) as usize % LINES.len()];
+        out.push_str(line);
+        out.push('\n');
+    }
+    let mut end = size;
+    while !out.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.truncate(end);
+    out
+}
+
+/// Every pattern of the library as `regex` source (`contains` escaped).
+fn sources() -> Vec<String> {
+    let rules = builtin_rules().expect("library parses");
+    rules
+        .iter()
+        .flat_map(|r| r.patterns.iter())
+        .map(|p| match p.kind {
+            PatternKind::Regex => p.value.clone(),
+            PatternKind::Contains => format!("(?i){}", regex::escape(&p.value)),
+        })
+        .collect()
+}
+
+/// One regex per rule pattern, run over the whole text.
+struct PerRuleLoop(Vec<regex::Regex>);
+
+impl PerRuleLoop {
+    fn new(sources: &[String]) -> PerRuleLoop {
+        PerRuleLoop(sources.iter().filter_map(|s| regex::Regex::new(s).ok()).collect())
+    }
+
+    fn scan(&self, text: &str) -> usize {
+        self.0.iter().filter(|r| r.is_match(text)).count()
+    }
+}
+
+fn engine_scan(engine: &Engine, text: &str) -> usize {
+    let parts = [ContentPart { kind: ContentKind::Message, text }];
+    engine.evaluate(&parts, "bench-agent").findings.len()
+}
+
+/// Mean seconds per call over at least `min_time`.
+fn time(min_time: Duration, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut runs = 0u32;
+    while start.elapsed() < min_time || runs < 3 {
+        f();
+        runs += 1;
+    }
+    start.elapsed().as_secs_f64() / f64::from(runs)
+}
+
+fn mb_per_s(bytes: usize, seconds: f64) -> f64 {
+    bytes as f64 / seconds / 1e6
+}
+
+/// The summary table and the linearity check.
+fn summary() {
+    let started = Instant::now();
+    let engine = Engine::new(&RulesConfig::default()).expect("library compiles");
+    let compile = started.elapsed();
+    let report = engine.report();
+    println!(
+        "\nlibrary: {} rules, {} patterns, {} literals, {} unfiltered; compiled in {:.1} ms",
+        report.rules,
+        report.patterns,
+        report.literals,
+        report.unfiltered.len(),
+        compile.as_secs_f64() * 1e3
+    );
+    let sources = sources();
+    let started = Instant::now();
+    let set = regex::RegexSet::new(&sources).expect("set compiles");
+    println!("naive RegexSet compiled in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+    let per_rule = PerRuleLoop::new(&sources);
+
+    println!("\n| body | engine MB/s | per-rule loop MB/s | RegexSet MB/s | engine vs loop | engine vs set |");
+    println!("|---|---|---|---|---|---|");
+    let mut previous: Option<(usize, f64)> = None;
+    let mut failures = Vec::new();
+    for (name, size) in SIZES {
+        let text = body(size);
+        let min_time = Duration::from_millis(500);
+        let engine_s = time(min_time, || {
+            black_box(engine_scan(&engine, &text));
+        });
+        let loop_s = time(min_time, || {
+            black_box(per_rule.scan(&text));
+        });
+        let set_s = (size <= REGEXSET_MAX).then(|| {
+            time(Duration::from_millis(1), || {
+                black_box(set.matches(&text).len());
+            })
+        });
+        let set_text = set_s.map_or("not run".to_string(), |s| format!("{:.1}", mb_per_s(size, s)));
+        let set_ratio = set_s.map_or("-".to_string(), |s| format!("{:.1}x", s / engine_s));
+        println!(
+            "| {name} | {:.1} | {:.1} | {set_text} | {:.1}x | {set_ratio} |",
+            mb_per_s(size, engine_s),
+            mb_per_s(size, loop_s),
+            loop_s / engine_s,
+        );
+        if let Some((previous_size, previous_s)) = previous {
+            let projection = previous_s * size as f64 / previous_size as f64;
+            if engine_s > 2.0 * projection {
+                failures.push(format!(
+                    "{name}: {:.2} ms, more than twice the linear projection {:.2} ms",
+                    engine_s * 1e3,
+                    projection * 1e3
+                ));
+            }
+        }
+        previous = Some((size, engine_s));
+    }
+    if !failures.is_empty() {
+        eprintln!("linearity check failed:\n{}", failures.join("\n"));
+        std::process::exit(1);
+    }
+    println!("linearity check passed (each size within 2x of its projection from the previous)\n");
+}
+
+fn benches(c: &mut Criterion) {
+    summary();
+    let engine = Engine::new(&RulesConfig::default()).expect("library compiles");
+    let sources = sources();
+    let set = regex::RegexSet::new(&sources).expect("set compiles");
+    let per_rule = PerRuleLoop::new(&sources);
+
+    let mut compile = c.benchmark_group("compile");
+    compile.sample_size(10);
+    compile.bench_function("library", |b| {
+        b.iter(|| Engine::new(&RulesConfig::default()).expect("library compiles"))
+    });
+    compile.finish();
+
+    let mut group = c.benchmark_group("scan");
+    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    for (name, size) in SIZES {
+        let text = body(size);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("engine", name), &text, |b, text| {
+            b.iter(|| engine_scan(&engine, text))
+        });
+        group.bench_with_input(BenchmarkId::new("per_rule_loop", name), &text, |b, text| {
+            b.iter(|| per_rule.scan(text))
+        });
+        if size <= REGEXSET_MAX {
+            group.bench_with_input(BenchmarkId::new("regexset", name), &text, |b, text| {
+                b.iter(|| set.matches(text).len())
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(scan, benches);
+criterion_main!(scan);

@@ -1,0 +1,689 @@
+//! The engine: compiled rules, and the evaluation of request content into
+//! findings and a verdict.
+//!
+//! [`Engine`] is built once per VM (in the filter's `on_configure`) from the
+//! built-in library plus the `rules` configuration, and then only read.
+//! Building refuses every problem (bad regex, unknown id in an override,
+//! duplicate id), so nothing fails at request time.
+//!
+//! # How a text is scanned
+//!
+//! Running ~750 regexes over every body is what makes naive engines slow,
+//! and a single `RegexSet` over all of them thrashes its lazy DFA on large
+//! bodies. Instead:
+//!
+//! 1. The text is NFKC-normalised.
+//! 2. One Aho-Corasick automaton holds, for every pattern, folded literals
+//!    of which every match contains one (see [`crate::compile`]). One pass
+//!    over the (folded) text gives the candidate patterns, and for each the
+//!    lines where its literals occur.
+//! 3. A candidate pattern that cannot match a line feed is run only on
+//!    those lines; other candidates, and the few patterns without a usable
+//!    literal ([`CompileReport::unfiltered`]), are run on the whole text.
+//!    Every search is a single small regex, so the work is linear in the
+//!    text size with small constants.
+//! 4. Base64 and hex blobs are decoded and the decoded text is scanned the
+//!    same way (once, not recursively); findings there carry the blob's line.
+//!
+//! # Semantics
+//!
+//! - `match_mode: any`: a finding for each line on which some pattern
+//!   matches (at most [`MAX_LINES_PER_RULE`] lines per rule and part).
+//!   `all`: one finding when every pattern matches somewhere in the part,
+//!   at the first match of the first pattern, whose text is each pattern's
+//!   first match joined by ` + `.
+//! - A finding is dropped when an exclude pattern matches on its line or the
+//!   3 lines before it.
+//! - In message text (Markdown), findings inside a code fence are lowered
+//!   one severity step.
+//! - Each finding contributes a verdict: block if the sender's
+//!   `block_categories` holds the rule's category, else the rule's override,
+//!   else its severity's verdict ([`Severity::verdict`]).
+//! - One finding is kept per line of each part: the one with the strictest
+//!   contribution, then the highest severity, then the smallest rule id.
+//!   (oktsec ranked by severity alone, so a low rule overridden to `block`
+//!   could lose its line to a medium rule and the block was lost.)
+//! - The verdict is the strictest contribution; findings are sorted by
+//!   severity (highest first), then line, and cut to [`MAX_FINDINGS`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use regex_automata::{meta, Input, Match};
+
+use crate::compile::{compile_pattern, fold, PatternProblem};
+use crate::config::RulesConfig;
+use crate::content::TargetSet;
+use crate::decode::decoded_blobs;
+use crate::error::{InvalidRegex, RuleError};
+use crate::redact::{cut, Redactor, MAX_RAW_MATCH_BYTES};
+use crate::rule::{parse_rules, MatchMode, Pattern, Rule};
+use crate::text::{fenced_lines, normalise, LineIndex};
+use crate::{ContentKind, ContentPart, Encoding, Evaluation, Finding, Severity, Verdict};
+
+/// The most findings an [`Evaluation`] lists (the verdict counts them all).
+pub const MAX_FINDINGS: usize = 100;
+
+/// The most lines one `match_mode: any` rule reports per content part.
+pub const MAX_LINES_PER_RULE: usize = 64;
+
+/// Lines before the hit line that exclude patterns also look at.
+const EXCLUDE_LINES_BEFORE: u32 = 3;
+
+/// Compiled rules, ready to scan. Build once (per VM), use for every request.
+#[derive(Debug)]
+pub struct Engine {
+    rules: Vec<CompiledRule>,
+    patterns: Vec<CompiledPattern>,
+    /// Folded literals of all patterns; `None` when no pattern has one.
+    prefilter: Option<AhoCorasick>,
+    /// For each prefilter literal, the patterns that require it.
+    literal_patterns: Vec<Vec<u32>>,
+    /// Patterns without a usable literal: searched in every text.
+    unfiltered: Vec<u32>,
+    /// Per sender, the categories that block.
+    agents: BTreeMap<String, BTreeSet<String>>,
+    redactor: Redactor,
+    report: CompileReport,
+}
+
+/// What an [`Engine`] was built from; printed by `warrant-audit rules
+/// validate` and the benchmark.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CompileReport {
+    /// Rules compiled (after `disabled` and `ignore`).
+    pub rules: usize,
+    /// Patterns compiled, exclude patterns not counted.
+    pub patterns: usize,
+    /// Distinct literals in the prefilter.
+    pub literals: usize,
+    /// Patterns with no usable literal, as `RULE-ID patterns[N]`: each runs
+    /// on every text, so keep this list short.
+    pub unfiltered: Vec<String>,
+    /// Rules whose `targets` select no content kind: they never fire.
+    pub inert: Vec<String>,
+}
+
+impl Engine {
+    /// Compiles the built-in library (unless `config.builtin` is false) plus
+    /// what `config` adds, and applies its settings.
+    ///
+    /// # Errors
+    /// A bad rule, a duplicate id, or a setting naming an unknown rule id or
+    /// category; see [`RuleError`].
+    pub fn new(config: &RulesConfig) -> Result<Engine, RuleError> {
+        let base = if config.builtin { crate::builtin_rules()? } else { Vec::new() };
+        Engine::from_rules(base, config)
+    }
+
+    /// Like [`Engine::new`], with `rules` in place of the built-in library
+    /// (`config.builtin` is not consulted). Used to scan with a rule
+    /// directory of one's own.
+    ///
+    /// # Errors
+    /// As for [`Engine::new`].
+    pub fn from_rules(mut rules: Vec<Rule>, config: &RulesConfig) -> Result<Engine, RuleError> {
+        // 1. Custom rules are added, never replace.
+        for (index, text) in config.custom.iter().enumerate() {
+            rules.extend(parse_rules(&format!("rules.custom[{index}]"), text)?);
+        }
+        check_unique_ids(&rules)?;
+
+        // 2. Every id and category the settings name must exist.
+        let ids: BTreeSet<&str> = rules.iter().map(|r| r.id.as_str()).collect();
+        let unknown = |setting: &str, id: &str| RuleError::UnknownRuleId {
+            setting: setting.to_string(),
+            id: id.to_string(),
+        };
+        if let Some(id) = config.disabled.iter().find(|id| !ids.contains(id.as_str())) {
+            return Err(unknown("rules.disabled", id));
+        }
+        if let Some(id) = config.overrides.keys().find(|id| !ids.contains(id.as_str())) {
+            return Err(unknown("rules.overrides", id));
+        }
+        let categories: BTreeSet<&str> = rules.iter().map(|r| r.category.as_str()).collect();
+        let mut agents = BTreeMap::new();
+        for (agent, settings) in &config.agents {
+            let blocked: BTreeSet<String> = settings.block_categories.iter().cloned().collect();
+            if let Some(category) = blocked.iter().find(|c| !categories.contains(c.as_str())) {
+                return Err(RuleError::UnknownCategory {
+                    setting: format!("rules.agents.{agent}.block_categories"),
+                    category: category.clone(),
+                });
+            }
+            agents.insert(agent.clone(), blocked);
+        }
+
+        // 3. Compile what runs: not disabled, not overridden to `ignore`.
+        let mut builder = Builder::default();
+        for rule in &rules {
+            let overridden = config.overrides.get(&rule.id).copied();
+            let ignored = overridden.is_some_and(|o| o.verdict().is_none());
+            if ignored || config.disabled.contains(&rule.id) {
+                continue;
+            }
+            builder.add(rule, overridden.and_then(|o| o.verdict()))?;
+        }
+
+        // 4. One automaton over every literal.
+        builder.finish(agents)
+    }
+
+    /// Scans the parts and decides, for the given sender (the agent name
+    /// `rules.agents` is keyed by).
+    pub fn evaluate(&self, parts: &[ContentPart<'_>], sender: &str) -> Evaluation {
+        // 1. Scan every part.
+        let mut found: Vec<(usize, RawFinding)> = Vec::new();
+        for (index, part) in parts.iter().enumerate() {
+            let raw = self.scan_part(part.text, part.kind, None);
+            found.extend(raw.into_iter().map(|f| (index, f)));
+        }
+
+        // 2. What each finding contributes.
+        let blocked = self.agents.get(sender);
+        let contribution = |f: &RawFinding| -> Verdict {
+            let Some(rule) = self.rules.get(f.rule as usize) else { return Verdict::Clean };
+            if blocked.is_some_and(|b| b.contains(&rule.category)) {
+                return Verdict::Block;
+            }
+            rule.verdict.unwrap_or_else(|| f.severity.verdict())
+        };
+        let mut ranked: Vec<(usize, RawFinding, Verdict)> =
+            found.into_iter().map(|(part, f)| (part, f.clone(), contribution(&f))).collect();
+
+        // 3. One finding per line of each part: strictest contribution, then
+        //    severity, then smallest rule id (this also leaves one per rule
+        //    and line).
+        ranked.sort_by(|a, b| {
+            (a.0, a.1.line)
+                .cmp(&(b.0, b.1.line))
+                .then(b.2.cmp(&a.2))
+                .then(b.1.severity.cmp(&a.1.severity))
+                .then_with(|| self.rule_id(a.1.rule).cmp(self.rule_id(b.1.rule)))
+                .then(a.1.decoded.is_some().cmp(&b.1.decoded.is_some()))
+        });
+        ranked.dedup_by(|later, kept| later.0 == kept.0 && later.1.line == kept.1.line);
+
+        // 4. Verdict over all, then order, cut and redact.
+        let verdict = ranked.iter().map(|r| r.2).max().unwrap_or(Verdict::Clean);
+        ranked.sort_by(|a, b| {
+            b.1.severity
+                .cmp(&a.1.severity)
+                .then(a.1.line.cmp(&b.1.line))
+                .then(a.0.cmp(&b.0))
+                .then_with(|| self.rule_id(a.1.rule).cmp(self.rule_id(b.1.rule)))
+        });
+        ranked.truncate(MAX_FINDINGS);
+        let findings = ranked
+            .into_iter()
+            .filter_map(|(part, f, verdict)| {
+                let rule = self.rules.get(f.rule as usize)?;
+                Some(Finding {
+                    rule_id: rule.id.clone(),
+                    name: rule.name.clone(),
+                    severity: f.severity,
+                    category: rule.category.clone(),
+                    matched: self.redactor.finish(&f.matched, rule.sensitive),
+                    line: f.line,
+                    kind: parts.get(part).map_or(ContentKind::Body, |p| p.kind),
+                    decoded: f.decoded,
+                    verdict,
+                })
+            })
+            .collect();
+        Evaluation { findings, verdict }
+    }
+
+    /// What the engine was built from.
+    pub fn report(&self) -> &CompileReport {
+        &self.report
+    }
+
+    /// Whether rule `id` fires on `text` read as `kind`, on its own (no
+    /// other rule competes for the line). `None` if no such rule runs.
+    pub fn rule_fires(&self, id: &str, text: &str, kind: ContentKind) -> Option<bool> {
+        let index = self.rules.iter().position(|r| r.id == id)?;
+        let index = u32::try_from(index).ok()?;
+        Some(!self.scan_part(text, kind, Some(index)).is_empty())
+    }
+
+    /// Ids of every rule that fires on `text` read as `kind`, before any
+    /// per-line deduplication, sorted.
+    pub fn rules_firing(&self, text: &str, kind: ContentKind) -> Vec<&str> {
+        let ids: BTreeSet<&str> =
+            self.scan_part(text, kind, None).iter().map(|f| self.rule_id(f.rule)).collect();
+        ids.into_iter().collect()
+    }
+
+    fn rule_id(&self, rule: u32) -> &str {
+        self.rules.get(rule as usize).map_or("", |r| r.id.as_str())
+    }
+
+    /// Every finding of the rules that apply to `kind` (or only of rule
+    /// `only`), before deduplication across rules.
+    fn scan_part(&self, raw: &str, kind: ContentKind, only: Option<u32>) -> Vec<RawFinding> {
+        // 1. NFKC, then match.
+        let text = normalise(raw);
+        let lines = LineIndex::new(&text);
+        let mut found = self.match_text(&text, &lines, kind, only);
+
+        // 2. Decoded blobs: scanned once, reported at the blob's line.
+        for blob in decoded_blobs(&text) {
+            let decoded = normalise(&blob.text);
+            let inner = LineIndex::new(&decoded);
+            let line = lines.line_of(blob.start);
+            for mut finding in self.match_text(&decoded, &inner, kind, only) {
+                finding.line = line;
+                finding.decoded = Some(blob.encoding);
+                found.push(finding);
+            }
+        }
+
+        // 3. Markdown code fences lower severity one step.
+        if kind.is_markdown() && !found.is_empty() {
+            let fences = fenced_lines(&text);
+            for finding in &mut found {
+                if fences.iter().any(|fence| fence.contains(&finding.line)) {
+                    finding.severity = finding.severity.lowered();
+                }
+            }
+        }
+        found
+    }
+
+    /// Prefilter, then verify candidate rules, on one normalised text.
+    fn match_text(
+        &self,
+        text: &str,
+        lines: &LineIndex,
+        kind: ContentKind,
+        only: Option<u32>,
+    ) -> Vec<RawFinding> {
+        let hits = self.candidates(text, kind, only);
+        let mut found = Vec::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            let Ok(index) = u32::try_from(index) else { break };
+            if only.is_some_and(|o| o != index) || !rule.targets.contains(kind) {
+                continue;
+            }
+            let slots = hits.get(rule.patterns.start as usize..rule.patterns.end as usize);
+            let Some(slots) = slots else { continue };
+            let searches = rule.patterns.clone().zip(slots.iter());
+            let wanted = match rule.match_mode {
+                MatchMode::Any => slots.iter().any(Option::is_some),
+                MatchMode::All => slots.iter().all(Option::is_some),
+            };
+            if !wanted {
+                continue;
+            }
+            match rule.match_mode {
+                MatchMode::Any => {
+                    for (line, m) in self.any_matches(text, lines, searches) {
+                        if !self.excluded(rule, text, lines, line) {
+                            found.push(RawFinding::new(index, rule, line, text, m));
+                        }
+                    }
+                }
+                MatchMode::All => {
+                    let Some(firsts) = self.all_matches(text, lines, searches) else { continue };
+                    let Some(first) = firsts.first() else { continue };
+                    let line = lines.line_of(first.start());
+                    if self.excluded(rule, text, lines, line) {
+                        continue;
+                    }
+                    let mut finding = RawFinding::new(index, rule, line, text, *first);
+                    finding.matched = firsts
+                        .iter()
+                        .map(|m| cut(text.get(m.range()).unwrap_or(""), MAX_RAW_MATCH_BYTES))
+                        .collect::<Vec<_>>()
+                        .join(" + ");
+                    found.push(finding);
+                }
+            }
+        }
+        found
+    }
+
+    /// For each pattern: `None` if it cannot match `text`, else where to
+    /// search.
+    fn candidates(&self, text: &str, kind: ContentKind, only: Option<u32>) -> Vec<Option<Hits>> {
+        let mut hits: Vec<Option<Hits>> = Vec::new();
+        hits.resize_with(self.patterns.len(), || None);
+        let applies = |pattern: u32| -> Option<&CompiledPattern> {
+            let entry = self.patterns.get(pattern as usize)?;
+            let rule = self.rules.get(entry.rule as usize)?;
+            let wanted = only.is_none_or(|o| o == entry.rule) && rule.targets.contains(kind);
+            wanted.then_some(entry)
+        };
+        for &pattern in &self.unfiltered {
+            if applies(pattern).is_some() {
+                if let Some(slot) = hits.get_mut(pattern as usize) {
+                    *slot = Some(Hits { whole: true, lines: Vec::new() });
+                }
+            }
+        }
+        let Some(prefilter) = &self.prefilter else { return hits };
+
+        // ASCII text is searched as is (the automaton ignores ASCII case);
+        // other text is folded the way the literals were. Folding keeps
+        // line feeds, so line numbers agree with the normalised text.
+        let folded;
+        let haystack = if text.is_ascii() {
+            text.as_bytes()
+        } else {
+            folded = fold(text);
+            folded.as_bytes()
+        };
+        let mut line: u32 = 1;
+        let mut counted = 0;
+        for found in prefilter.find_overlapping_iter(haystack) {
+            let last = found.end().saturating_sub(1).max(found.start());
+            if last > counted {
+                let newlines = haystack
+                    .get(counted..last)
+                    .map_or(0, |s| memchr::memchr_iter(b'\n', s).count());
+                line = line.saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
+                counted = last;
+            }
+            let Some(patterns) = self.literal_patterns.get(found.pattern().as_usize()) else {
+                continue;
+            };
+            for &pattern in patterns {
+                let Some(entry) = applies(pattern) else { continue };
+                let Some(slot) = hits.get_mut(pattern as usize) else { continue };
+                let slot = slot.get_or_insert_with(|| Hits { whole: false, lines: Vec::new() });
+                if !entry.single_line {
+                    slot.whole = true;
+                } else if !slot.whole && slot.lines.last() != Some(&line) {
+                    slot.lines.push(line);
+                }
+            }
+        }
+        hits
+    }
+
+    /// `match_mode: any`: the first match on each line, over the patterns in
+    /// order, at most [`MAX_LINES_PER_RULE`] lines.
+    fn any_matches<'a>(
+        &self,
+        text: &str,
+        lines: &LineIndex,
+        searches: impl Iterator<Item = (u32, &'a Option<Hits>)>,
+    ) -> BTreeMap<u32, Match> {
+        let mut by_line: BTreeMap<u32, Match> = BTreeMap::new();
+        for (pattern, slot) in searches {
+            let (Some(hits), Some(entry)) = (slot, self.patterns.get(pattern as usize)) else {
+                continue;
+            };
+            if hits.whole {
+                for m in entry.regex.find_iter(Input::new(text)) {
+                    let line = lines.line_of(m.start());
+                    if by_line.len() >= MAX_LINES_PER_RULE && !by_line.contains_key(&line) {
+                        break;
+                    }
+                    by_line.entry(line).or_insert(m);
+                }
+                continue;
+            }
+            for &line in &hits.lines {
+                if by_line.contains_key(&line) {
+                    continue;
+                }
+                if by_line.len() >= MAX_LINES_PER_RULE {
+                    break;
+                }
+                let input = Input::new(text).range(lines.lines(line, line));
+                if let Some(m) = entry.regex.search(&input) {
+                    by_line.insert(line, m);
+                }
+            }
+        }
+        by_line
+    }
+
+    /// `match_mode: all`: each pattern's first match, or `None` if one of
+    /// them does not match.
+    fn all_matches<'a>(
+        &self,
+        text: &str,
+        lines: &LineIndex,
+        searches: impl Iterator<Item = (u32, &'a Option<Hits>)>,
+    ) -> Option<Vec<Match>> {
+        let mut firsts = Vec::new();
+        for (pattern, slot) in searches {
+            let hits = slot.as_ref()?;
+            let entry = self.patterns.get(pattern as usize)?;
+            let first = if hits.whole {
+                entry.regex.find(Input::new(text))
+            } else {
+                hits.lines.iter().find_map(|&line| {
+                    entry.regex.search(&Input::new(text).range(lines.lines(line, line)))
+                })
+            };
+            firsts.push(first?);
+        }
+        Some(firsts)
+    }
+
+    /// Whether an exclude pattern of `rule` matches on `line` or the lines
+    /// just before it.
+    fn excluded(&self, rule: &CompiledRule, text: &str, lines: &LineIndex, line: u32) -> bool {
+        if rule.excludes.is_empty() {
+            return false;
+        }
+        let window = lines.lines(line.saturating_sub(EXCLUDE_LINES_BEFORE).max(1), line);
+        rule.excludes.iter().any(|x| x.is_match(Input::new(text).range(window.clone())))
+    }
+}
+
+/// Fails on the first id used twice, naming both places.
+///
+/// # Errors
+/// [`RuleError::DuplicateId`].
+pub fn check_unique_ids(rules: &[Rule]) -> Result<(), RuleError> {
+    let mut seen: BTreeMap<&str, &Rule> = BTreeMap::new();
+    for rule in rules {
+        if let Some(first) = seen.insert(rule.id.as_str(), rule) {
+            return Err(RuleError::DuplicateId {
+                id: rule.id.clone(),
+                file: rule.source.file.clone(),
+                line: rule.source.line,
+                first_file: first.source.file.clone(),
+                first_line: first.source.line,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+struct CompiledRule {
+    id: String,
+    name: String,
+    category: String,
+    severity: Severity,
+    match_mode: MatchMode,
+    targets: TargetSet,
+    /// Indices into `Engine::patterns`.
+    patterns: Range<u32>,
+    excludes: Vec<meta::Regex>,
+    /// The override, if any (never `ignore`: those rules are not compiled).
+    verdict: Option<Verdict>,
+    sensitive: bool,
+}
+
+#[derive(Debug)]
+struct CompiledPattern {
+    regex: meta::Regex,
+    single_line: bool,
+    rule: u32,
+}
+
+/// Where one candidate pattern has to be searched.
+#[derive(Debug)]
+struct Hits {
+    /// Search the whole text.
+    whole: bool,
+    /// Else search these lines (ascending, distinct).
+    lines: Vec<u32>,
+}
+
+/// A finding before deduplication and redaction.
+#[derive(Debug, Clone)]
+struct RawFinding {
+    rule: u32,
+    line: u32,
+    severity: Severity,
+    /// At most [`MAX_RAW_MATCH_BYTES`], not yet redacted.
+    matched: String,
+    decoded: Option<Encoding>,
+}
+
+impl RawFinding {
+    fn new(rule: u32, compiled: &CompiledRule, line: u32, text: &str, m: Match) -> RawFinding {
+        RawFinding {
+            rule,
+            line,
+            severity: compiled.severity,
+            matched: cut(text.get(m.range()).unwrap_or(""), MAX_RAW_MATCH_BYTES).to_string(),
+            decoded: None,
+        }
+    }
+}
+
+/// Collects compiled rules, patterns and literals while an engine is built.
+#[derive(Debug, Default)]
+struct Builder {
+    rules: Vec<CompiledRule>,
+    patterns: Vec<CompiledPattern>,
+    literal_ids: BTreeMap<String, usize>,
+    literal_patterns: Vec<Vec<u32>>,
+    unfiltered: Vec<u32>,
+    report: CompileReport,
+}
+
+impl Builder {
+    fn add(&mut self, rule: &Rule, verdict: Option<Verdict>) -> Result<(), RuleError> {
+        let index = u32::try_from(self.rules.len()).map_err(|_| too_large("rules"))?;
+        let first = u32::try_from(self.patterns.len()).map_err(|_| too_large("patterns"))?;
+        for (n, pattern) in rule.patterns.iter().enumerate() {
+            let compiled = compile(rule, pattern, &format!("patterns[{n}]"))?;
+            let id = u32::try_from(self.patterns.len()).map_err(|_| too_large("patterns"))?;
+            match compiled.literals {
+                Some(literals) => {
+                    for literal in literals {
+                        let next = self.literal_patterns.len();
+                        let slot = *self.literal_ids.entry(literal).or_insert(next);
+                        if slot == next {
+                            self.literal_patterns.push(Vec::new());
+                        }
+                        if let Some(list) = self.literal_patterns.get_mut(slot) {
+                            list.push(id);
+                        }
+                    }
+                }
+                None => {
+                    self.unfiltered.push(id);
+                    self.report.unfiltered.push(format!("{} patterns[{n}]", rule.id));
+                }
+            }
+            self.patterns.push(CompiledPattern {
+                regex: compiled.regex,
+                single_line: compiled.single_line,
+                rule: index,
+            });
+        }
+        let last = u32::try_from(self.patterns.len()).map_err(|_| too_large("patterns"))?;
+        let mut excludes = Vec::with_capacity(rule.exclude_patterns.len());
+        for (n, pattern) in rule.exclude_patterns.iter().enumerate() {
+            excludes.push(compile(rule, pattern, &format!("exclude_patterns[{n}]"))?.regex);
+        }
+        let targets = TargetSet::from_targets(&rule.targets);
+        if targets.is_empty() {
+            self.report.inert.push(rule.id.clone());
+        }
+        self.rules.push(CompiledRule {
+            id: rule.id.clone(),
+            name: rule.name.clone(),
+            category: rule.category.clone(),
+            severity: rule.severity,
+            match_mode: rule.match_mode,
+            targets,
+            patterns: first..last,
+            excludes,
+            verdict,
+            sensitive: rule.sensitive,
+        });
+        Ok(())
+    }
+
+    fn finish(self, agents: BTreeMap<String, BTreeSet<String>>) -> Result<Engine, RuleError> {
+        let mut literals: Vec<(usize, String)> =
+            self.literal_ids.into_iter().map(|(literal, id)| (id, literal)).collect();
+        literals.sort();
+        let prefilter = if literals.is_empty() {
+            None
+        } else {
+            let automaton = AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .ascii_case_insensitive(true)
+                .build(literals.iter().map(|(_, literal)| literal.as_str()))
+                .map_err(|e| RuleError::TooLarge {
+                    what: "prefilter".into(),
+                    message: e.to_string(),
+                })?;
+            Some(automaton)
+        };
+        let report = CompileReport {
+            rules: self.rules.len(),
+            patterns: self.patterns.len(),
+            literals: literals.len(),
+            ..self.report
+        };
+        Ok(Engine {
+            rules: self.rules,
+            patterns: self.patterns,
+            prefilter,
+            literal_patterns: self.literal_patterns,
+            unfiltered: self.unfiltered,
+            agents,
+            redactor: Redactor::new(),
+            report,
+        })
+    }
+}
+
+/// Compiles one pattern of `rule`, refusing patterns that match the empty
+/// string (they would fire on, or exclude, every text).
+fn compile(
+    rule: &Rule,
+    pattern: &Pattern,
+    key: &str,
+) -> Result<crate::compile::CompiledPattern, RuleError> {
+    let error = |problem: PatternProblem| {
+        RuleError::InvalidRegex(Box::new(InvalidRegex {
+            file: rule.source.file.clone(),
+            line: pattern.line,
+            rule: rule.id.clone(),
+            key: key.to_string(),
+            pattern: pattern.value.clone(),
+            reason: problem.reason,
+            span: problem.span,
+            hint: problem.hint,
+        }))
+    };
+    let compiled = compile_pattern(pattern.kind, &pattern.value).map_err(error)?;
+    if compiled.regex.is_match("") {
+        return Err(error(PatternProblem {
+            reason: "it matches the empty string, so it would match every text".into(),
+            span: None,
+            hint: Some("require at least one character, e.g. `+` instead of `*`".into()),
+        }));
+    }
+    Ok(compiled)
+}
+
+fn too_large(what: &str) -> RuleError {
+    RuleError::TooLarge { what: what.to_string(), message: "more than 2^32 entries".into() }
+}
