@@ -1,6 +1,10 @@
 //! Engine semantics, tested on the fixture rules in `tests/fixtures/engine.yaml`
 //! so that they do not depend on the library in `rules/`.
 
+// clippy.toml allows unwrap inside #[test] functions only; the helpers below
+// are test code too.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
