@@ -1,1 +1,360 @@
-//! placeholder
+//! Warrant's proxy-wasm HTTP filter: the thin adapter between Envoy's
+//! callbacks and the pure logic in `warrant-core`.
+//!
+//! Per request, the states are named after what they wait for:
+//! - [`Stage::ExpectHeaders`]: nothing seen yet;
+//! - [`Stage::ExpectBody`]: headers held (`Pause` with
+//!   `allow_on_headers_stop_iteration: true`), body buffering;
+//! - [`Stage::ExpectAuditAck`]: decided; the audit record is on its way to the
+//!   sidecar and the request stays held until the acknowledgement;
+//! - [`Stage::Done`]: resumed or answered locally.
+//!
+//! No byte of the request, not even its headers, reaches the upstream before
+//! the decision and its acknowledged audit record (see envoy/README.md for
+//! why `allow_on_headers_stop_iteration` is required for this).
+//!
+//! Host calls go through `proxy_wasm::hostcalls` functions that return a
+//! `Result`, never the trait helpers that unwrap; a panic would trap and kill
+//! the VM of this worker.
+
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use log::{debug, error, info, warn};
+use prost::Message;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use warrant_core::config::{IdentitySource, Policy};
+use warrant_core::decision::Decision;
+use warrant_core::pipeline::{evaluate, refuse_early, Outcome};
+use warrant_core::request::RequestHead;
+use warrant_wire::{APPEND_METHOD, AUDIT_SERVICE};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(WarrantRoot::default()) });
+}}
+
+/// Per-VM state: the compiled policy and metric ids.
+#[derive(Default)]
+struct WarrantRoot {
+    shared: Option<Rc<Shared>>,
+}
+
+/// What every request of a VM shares.
+struct Shared {
+    policy: Policy,
+    /// Counter id per decision, in [`Decision::ALL`] order.
+    decision_counters: Vec<Option<u32>>,
+}
+
+impl Shared {
+    fn count(&self, decision: Decision) {
+        let index = Decision::ALL.iter().position(|d| *d == decision);
+        if let Some(Some(id)) = index.and_then(|i| self.decision_counters.get(i)) {
+            if let Err(status) = hostcalls::increment_metric(*id, 1) {
+                debug!("increment_metric failed: {status:?}");
+            }
+        }
+    }
+}
+
+impl Context for WarrantRoot {}
+
+impl RootContext for WarrantRoot {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        info!("warrant-filter {} starting", env!("CARGO_PKG_VERSION"));
+        true
+    }
+
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => Vec::new(),
+            Err(status) => {
+                error!("warrant: cannot read the plugin configuration: {status:?}");
+                return false;
+            }
+        };
+        let bytes = if bytes.is_empty() { b"{}".to_vec() } else { bytes };
+        let policy = match Policy::from_json(&bytes) {
+            Ok(policy) => policy,
+            Err(e) => {
+                // Refusing here makes Envoy refuse the config at startup,
+                // in `--mode validate` and over xDS.
+                error!("warrant: {e}");
+                return false;
+            }
+        };
+        let decision_counters = Decision::ALL
+            .iter()
+            .map(|d| {
+                let name = format!("warrant.decisions.{}", d.code());
+                hostcalls::define_metric(MetricType::Counter, &name).ok()
+            })
+            .collect();
+        info!(
+            "warrant: configured (node {:?}, {} keys, audit cluster {:?})",
+            policy.config.node,
+            policy.keys.len(),
+            policy.config.audit.cluster
+        );
+        self.shared = Some(Rc::new(Shared { policy, decision_counters }));
+        true
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let shared = self.shared.clone()?;
+        Some(Box::new(WarrantHttp { context_id, shared, stage: Stage::ExpectHeaders }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Where a request is (see the crate doc).
+enum Stage {
+    ExpectHeaders,
+    ExpectBody { head: RequestHead, message_id: String, body_size: usize },
+    ExpectAuditAck { outcome: Box<Outcome> },
+    Done,
+}
+
+struct WarrantHttp {
+    context_id: u32,
+    shared: Rc<Shared>,
+    stage: Stage,
+}
+
+impl WarrantHttp {
+    fn policy(&self) -> &Policy {
+        &self.shared.policy
+    }
+
+    /// Decides on the whole body and sends the record.
+    fn decide_with_body(&mut self, head: RequestHead, message_id: String, body_size: usize) -> Action {
+        let body = if body_size == 0 {
+            Vec::new()
+        } else {
+            match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
+                Ok(body) => body.unwrap_or_default(),
+                Err(status) => {
+                    error!("#{} on_http_request_body: cannot read body: {status:?}", self.context_id);
+                    let outcome = refuse_early(
+                        self.policy(),
+                        &head,
+                        &message_id,
+                        Decision::InvalidRequest,
+                        "the request body could not be read".into(),
+                    );
+                    return self.send_record(outcome);
+                }
+            }
+        };
+        let outcome = evaluate(self.policy(), &head, &body, &message_id, now_nanos());
+        self.send_record(outcome)
+    }
+
+    /// Sends the outcome's record to the sidecar and holds the request until
+    /// it is acknowledged.
+    fn send_record(&mut self, mut outcome: Outcome) -> Action {
+        let received = outcome.record.received_at_unix_nanos;
+        let elapsed = now_nanos().saturating_sub(received).max(0) / 1000;
+        outcome.record.latency_micros = u64::try_from(elapsed).unwrap_or(0);
+        debug!(
+            "#{} decision {} ({}) for {:?} -> {:?}",
+            self.context_id,
+            outcome.decision.code(),
+            outcome.message,
+            outcome.record.from,
+            outcome.record.to
+        );
+        let audit = &self.policy().config.audit;
+        let bytes = outcome.record.encode_to_vec();
+        match hostcalls::dispatch_grpc_call(
+            &audit.cluster,
+            AUDIT_SERVICE,
+            APPEND_METHOD,
+            Vec::new(),
+            Some(&bytes),
+            Duration::from_millis(u64::from(audit.timeout_ms)),
+        ) {
+            Ok(_token) => {
+                self.stage = Stage::ExpectAuditAck { outcome: Box::new(outcome) };
+                Action::Pause
+            }
+            Err(status) => {
+                error!(
+                    "#{} cannot call the audit sidecar (cluster {:?}): {status:?}",
+                    self.context_id, audit.cluster
+                );
+                self.audit_failed(&outcome);
+                Action::Pause
+            }
+        }
+    }
+
+    /// Carries out a decision whose record the sidecar acknowledged.
+    fn apply(&mut self, outcome: &Outcome) {
+        self.stage = Stage::Done;
+        self.shared.count(outcome.decision);
+        if outcome.decision.forwards() {
+            for (name, value) in &outcome.forward_headers {
+                if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)) {
+                    error!("#{} cannot set {name}: {status:?}", self.context_id);
+                }
+            }
+            if let Err(status) = hostcalls::resume_http_request() {
+                error!("#{} cannot resume the request: {status:?}", self.context_id);
+            }
+            return;
+        }
+        let status = outcome.decision.http_status().unwrap_or(403);
+        self.reply(status, &outcome.reply_body(outcome.decision));
+    }
+
+    /// No acknowledged record, no action: a request that would have been
+    /// forwarded is answered 503 instead; a refusal is still refused (the
+    /// safe direction), and the missing record is logged as an error.
+    fn audit_failed(&mut self, outcome: &Outcome) {
+        self.stage = Stage::Done;
+        if outcome.decision.forwards() {
+            self.shared.count(Decision::AuditUnavailable);
+            self.reply(503, &outcome.reply_body(Decision::AuditUnavailable));
+        } else {
+            error!(
+                "#{} audit record {} for decision {} was not acknowledged; refusing anyway",
+                self.context_id,
+                outcome.record.message_id,
+                outcome.decision.code()
+            );
+            self.shared.count(outcome.decision);
+            let status = outcome.decision.http_status().unwrap_or(403);
+            self.reply(status, &outcome.reply_body(outcome.decision));
+        }
+    }
+
+    fn reply(&self, status: u32, body: &[u8]) {
+        let headers = vec![("content-type", "application/json")];
+        if let Err(e) = hostcalls::send_http_response(status, headers, Some(body)) {
+            error!("#{} cannot send the local reply: {e:?}", self.context_id);
+        }
+    }
+}
+
+impl Context for WarrantHttp {
+    fn on_grpc_call_response(&mut self, _token_id: u32, status_code: u32, _response_size: usize) {
+        let Stage::ExpectAuditAck { outcome } = std::mem::replace(&mut self.stage, Stage::Done) else {
+            warn!("#{} unexpected gRPC response", self.context_id);
+            return;
+        };
+        if status_code == 0 {
+            self.apply(&outcome);
+            return;
+        }
+        let detail = hostcalls::get_grpc_status().map(|(_, m)| m.unwrap_or_default()).unwrap_or_default();
+        error!("#{} audit sidecar refused the record: grpc status {status_code}: {detail}", self.context_id);
+        self.audit_failed(&outcome);
+    }
+}
+
+impl HttpContext for WarrantHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let received = now_nanos();
+        let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
+            Ok(headers) => headers,
+            Err(status) => {
+                error!("#{} on_http_request_headers: cannot read headers: {status:?}", self.context_id);
+                Vec::new()
+            }
+        };
+        let policy = self.policy();
+        let mut head = RequestHead::from_headers(
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            &policy.config.identity.header,
+        );
+        head.received_at_unix_nanos = received;
+        if policy.config.identity.sources.contains(&IdentitySource::Mtls) {
+            head.peer_uri_sans = peer_uri_sans();
+        }
+        let message_id = new_message_id();
+        let limit = u64::from(policy.config.max_body_bytes);
+        if head.content_length.is_some_and(|length| length > limit) {
+            let message = format!("body of {} bytes is over the limit of {limit}", head.content_length.unwrap_or(0));
+            let outcome = refuse_early(policy, &head, &message_id, Decision::PayloadTooLarge, message);
+            return self.send_record(outcome);
+        }
+        if end_of_stream {
+            return self.decide_with_body(head, message_id, 0);
+        }
+        self.stage = Stage::ExpectBody { head, message_id, body_size: 0 };
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let limit = self.policy().config.max_body_bytes as usize;
+        let Stage::ExpectBody { body_size: seen, .. } = &mut self.stage else {
+            return Action::Continue;
+        };
+        // While paused, `body_size` is the total buffered so far.
+        *seen = body_size;
+        if body_size > limit {
+            let Stage::ExpectBody { head, message_id, .. } = std::mem::replace(&mut self.stage, Stage::Done) else {
+                return Action::Pause;
+            };
+            let message = format!("body grew past the limit of {limit} bytes");
+            let outcome = refuse_early(self.policy(), &head, &message_id, Decision::PayloadTooLarge, message);
+            return self.send_record(outcome);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let Stage::ExpectBody { head, message_id, body_size } = std::mem::replace(&mut self.stage, Stage::Done) else {
+            return Action::Pause;
+        };
+        self.decide_with_body(head, message_id, body_size)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // With trailers, end_of_stream never arrives in the body callback:
+        // the body is complete now.
+        let Stage::ExpectBody { head, message_id, body_size } = std::mem::replace(&mut self.stage, Stage::Done) else {
+            return Action::Continue;
+        };
+        self.decide_with_body(head, message_id, body_size)
+    }
+}
+
+fn now_nanos() -> i64 {
+    let now = hostcalls::get_current_time().unwrap_or(UNIX_EPOCH);
+    now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// A UUID v4 from the host's CSPRNG (WASI `random_get`).
+fn new_message_id() -> String {
+    let mut bytes = [0u8; 16];
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        error!("warrant: no randomness for the message id: {e}");
+    }
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        hex.get(0..8).unwrap_or(""),
+        hex.get(8..12).unwrap_or(""),
+        hex.get(12..16).unwrap_or(""),
+        hex.get(16..20).unwrap_or(""),
+        hex.get(20..32).unwrap_or("")
+    )
+}
+
+/// The mTLS peer certificate's URI SAN, when the connection has one.
+fn peer_uri_sans() -> Vec<String> {
+    match hostcalls::get_property(vec!["connection", "uri_san_peer_certificate"]) {
+        Ok(Some(bytes)) if !bytes.is_empty() => String::from_utf8(bytes).map(|s| vec![s]).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,290 @@
+//! The audit chain's entry format and its hash: the one place that defines
+//! which bytes an entry hash covers.
+//!
+//! # Entry hash, format version 1
+//!
+//! ```text
+//! entry_hash = SHA-256(
+//!     "warrant-audit-entry" 0x00      domain tag, 20 bytes
+//!     u32 big-endian  format version  (1)
+//!     16 bytes        chain id        (random, fixed when the chain is created)
+//!     u64 big-endian  seq             (1, 2, 3, ... assigned by the sidecar)
+//!     32 bytes        prev_hash       (the previous entry's hash; 32 zero bytes for seq 1)
+//!     fields, in the order of [`Entry::FIELDS`]:
+//!         text:    u32 big-endian byte length, then the UTF-8 bytes
+//!         integer: i64 big-endian (8 bytes)
+//! )
+//! ```
+//!
+//! Every stored column of an entry is a field, so editing any byte of any
+//! column changes the hash. Length prefixes make the encoding unambiguous
+//! (`"ab" + "c"` and `"a" + "bc"` hash differently). Lists (findings, the
+//! delegation path, notes) are stored and hashed as canonical JSON text:
+//! the exact bytes in the column are the bytes hashed. The chain id keeps
+//! entries from being spliced between two chains; `seq` and `prev_hash` fix
+//! the order, which the sidecar assigns (not the clients' clocks).
+
+use sha2::{Digest, Sha256};
+use warrant_wire::AuditRecord;
+
+/// The version of the hash format above.
+pub const FORMAT_VERSION: u32 = 1;
+/// The domain tag that starts every hashed entry.
+pub const DOMAIN_TAG: &[u8] = b"warrant-audit-entry\0";
+
+/// One stored entry: the columns of the `entries` table but `seq`,
+/// `prev_hash` and `entry_hash`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entry {
+    /// The filter's message id (unique).
+    pub message_id: String,
+    /// When the filter received the request (Unix ns, the filter's clock).
+    pub received_at_ns: i64,
+    /// When the sidecar appended the entry (Unix ns, the sidecar's clock).
+    pub appended_at_ns: i64,
+    /// The Envoy (hop) that decided.
+    pub node: String,
+    /// Sender.
+    pub from_agent: String,
+    /// Recipient.
+    pub to_agent: String,
+    /// HTTP method.
+    pub method: String,
+    /// `:authority`.
+    pub authority: String,
+    /// `:path`.
+    pub path: String,
+    /// Hex SHA-256 of the request body.
+    pub body_sha256: String,
+    /// Status (`delivered`, `blocked`, ...).
+    pub status: String,
+    /// Decision code.
+    pub decision: String,
+    /// Rejection reason.
+    pub reason: String,
+    /// HTTP status answered (0 when forwarded).
+    pub http_status: i64,
+    /// Decision latency in microseconds.
+    pub latency_us: i64,
+    /// How the sender was identified.
+    pub identity_source: String,
+    /// verified, unsigned or invalid.
+    pub signature: String,
+    /// Fingerprint of the key that verified the sender.
+    pub key_fingerprint: String,
+    /// Session id.
+    pub session_id: String,
+    /// Delegation chain hash.
+    pub delegation_chain_hash: String,
+    /// Delegation root.
+    pub delegation_root: String,
+    /// Last delegator.
+    pub delegation_parent: String,
+    /// Token count.
+    pub delegation_depth: i64,
+    /// Names root..delegate, JSON array text.
+    pub delegation_path: String,
+    /// Findings, JSON array text of `{rule_id,name,severity,category,match,line}`.
+    pub findings: String,
+    /// Notes, JSON array text.
+    pub notes: String,
+}
+
+/// A field's value, for hashing and storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValue<'a> {
+    /// A text column.
+    Text(&'a str),
+    /// An integer column.
+    Integer(i64),
+}
+
+impl Entry {
+    /// Column names in hash order. The `entries` table has these columns
+    /// plus `seq`, `prev_hash` and `entry_hash`.
+    pub const FIELDS: [&'static str; 26] = [
+        "message_id",
+        "received_at_ns",
+        "appended_at_ns",
+        "node",
+        "from_agent",
+        "to_agent",
+        "method",
+        "authority",
+        "path",
+        "body_sha256",
+        "status",
+        "decision",
+        "reason",
+        "http_status",
+        "latency_us",
+        "identity_source",
+        "signature",
+        "key_fingerprint",
+        "session_id",
+        "delegation_chain_hash",
+        "delegation_root",
+        "delegation_parent",
+        "delegation_depth",
+        "delegation_path",
+        "findings",
+        "notes",
+    ];
+
+    /// Builds the entry for a record received now.
+    pub fn from_record(record: &AuditRecord, appended_at_ns: i64) -> Entry {
+        let findings: Vec<_> = record
+            .findings
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "rule_id": f.rule_id, "name": f.name, "severity": f.severity,
+                    "category": f.category, "match": f.r#match, "line": f.line,
+                })
+            })
+            .collect();
+        Entry {
+            message_id: record.message_id.clone(),
+            received_at_ns: record.received_at_unix_nanos,
+            appended_at_ns,
+            node: record.node.clone(),
+            from_agent: record.from.clone(),
+            to_agent: record.to.clone(),
+            method: record.method.clone(),
+            authority: record.authority.clone(),
+            path: record.path.clone(),
+            body_sha256: record.body_sha256.clone(),
+            status: record.status.clone(),
+            decision: record.decision.clone(),
+            reason: record.reason.clone(),
+            http_status: i64::from(record.http_status),
+            latency_us: i64::try_from(record.latency_micros).unwrap_or(i64::MAX),
+            identity_source: record.identity_source.clone(),
+            signature: record.signature.clone(),
+            key_fingerprint: record.key_fingerprint.clone(),
+            session_id: record.session_id.clone(),
+            delegation_chain_hash: record.delegation_chain_hash.clone(),
+            delegation_root: record.delegation_root.clone(),
+            delegation_parent: record.delegation_parent.clone(),
+            delegation_depth: i64::from(record.delegation_depth),
+            delegation_path: json_text(&record.delegation_path),
+            findings: serde_json::Value::Array(findings).to_string(),
+            notes: json_text(&record.notes),
+        }
+    }
+
+    /// The values in [`Entry::FIELDS`] order.
+    pub fn values(&self) -> [FieldValue<'_>; 26] {
+        use FieldValue::{Integer as I, Text as T};
+        [
+            T(&self.message_id),
+            I(self.received_at_ns),
+            I(self.appended_at_ns),
+            T(&self.node),
+            T(&self.from_agent),
+            T(&self.to_agent),
+            T(&self.method),
+            T(&self.authority),
+            T(&self.path),
+            T(&self.body_sha256),
+            T(&self.status),
+            T(&self.decision),
+            T(&self.reason),
+            I(self.http_status),
+            I(self.latency_us),
+            T(&self.identity_source),
+            T(&self.signature),
+            T(&self.key_fingerprint),
+            T(&self.session_id),
+            T(&self.delegation_chain_hash),
+            T(&self.delegation_root),
+            T(&self.delegation_parent),
+            I(self.delegation_depth),
+            T(&self.delegation_path),
+            T(&self.findings),
+            T(&self.notes),
+        ]
+    }
+
+    /// The entry hash (see the module doc).
+    pub fn hash(&self, chain_id: &[u8; 16], seq: u64, prev_hash: &[u8; 32]) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(DOMAIN_TAG);
+        hasher.update(FORMAT_VERSION.to_be_bytes());
+        hasher.update(chain_id);
+        hasher.update(seq.to_be_bytes());
+        hasher.update(prev_hash);
+        for value in self.values() {
+            match value {
+                FieldValue::Text(text) => {
+                    // A column is at most SQLite's 1 GB limit, far below u32::MAX.
+                    let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+                    hasher.update(len.to_be_bytes());
+                    hasher.update(text.as_bytes());
+                }
+                FieldValue::Integer(n) => hasher.update(n.to_be_bytes()),
+            }
+        }
+        hasher.finalize().into()
+    }
+}
+
+fn json_text(items: &[String]) -> String {
+    serde_json::Value::from(items.to_vec()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_covers_every_field_position_and_chain() {
+        let entry = Entry { message_id: "m".into(), from_agent: "ab".into(), to_agent: "c".into(), ..Default::default() };
+        let base = entry.hash(&[0; 16], 1, &[0; 32]);
+        let shifted = Entry { from_agent: "a".into(), to_agent: "bc".into(), ..entry.clone() };
+        assert_ne!(base, shifted.hash(&[0; 16], 1, &[0; 32]), "length prefixes must disambiguate");
+        assert_ne!(base, entry.hash(&[1; 16], 1, &[0; 32]), "chain id is covered");
+        assert_ne!(base, entry.hash(&[0; 16], 2, &[0; 32]), "seq is covered");
+        assert_ne!(base, entry.hash(&[0; 16], 1, &[1; 32]), "prev hash is covered");
+        assert_eq!(base, entry.clone().hash(&[0; 16], 1, &[0; 32]), "deterministic");
+    }
+
+    #[test]
+    fn every_field_changes_the_hash() {
+        let entry = Entry::default();
+        let base = entry.hash(&[0; 16], 1, &[0; 32]);
+        for i in 0..Entry::FIELDS.len() {
+            let mut changed = entry.clone();
+            match i {
+                0 => changed.message_id.push('x'),
+                1 => changed.received_at_ns += 1,
+                2 => changed.appended_at_ns += 1,
+                3 => changed.node.push('x'),
+                4 => changed.from_agent.push('x'),
+                5 => changed.to_agent.push('x'),
+                6 => changed.method.push('x'),
+                7 => changed.authority.push('x'),
+                8 => changed.path.push('x'),
+                9 => changed.body_sha256.push('x'),
+                10 => changed.status.push('x'),
+                11 => changed.decision.push('x'),
+                12 => changed.reason.push('x'),
+                13 => changed.http_status += 1,
+                14 => changed.latency_us += 1,
+                15 => changed.identity_source.push('x'),
+                16 => changed.signature.push('x'),
+                17 => changed.key_fingerprint.push('x'),
+                18 => changed.session_id.push('x'),
+                19 => changed.delegation_chain_hash.push('x'),
+                20 => changed.delegation_root.push('x'),
+                21 => changed.delegation_parent.push('x'),
+                22 => changed.delegation_depth += 1,
+                23 => changed.delegation_path.push('x'),
+                24 => changed.findings.push('x'),
+                25 => changed.notes.push('x'),
+                _ => unreachable!(),
+            }
+            assert_ne!(changed.hash(&[0; 16], 1, &[0; 32]), base, "field {}", Entry::FIELDS[i]);
+        }
+    }
+}
