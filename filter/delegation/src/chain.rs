@@ -46,7 +46,7 @@ use serde::de::{DeserializeSeed, Error as _, IgnoredAny, SeqAccess, Visitor};
 use sha2::{Digest, Sha256};
 
 use crate::config::DelegationConfig;
-use crate::error::DelegationError;
+use crate::error::{DelegationError, EVIDENCE_CHARS};
 use crate::keys::KeyStore;
 use crate::time::Timestamp;
 use crate::token::{Token, WireToken};
@@ -632,9 +632,50 @@ fn json_error(error: &serde_json::Error) -> DelegationError {
         Some(at) if error.line() != 0 => full.get(..at).unwrap_or(&full),
         _ => full.as_str(),
     };
-    let reason: String =
-        reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(120).collect();
-    DelegationError::InvalidJson { line: error.line(), column: error.column(), reason }
+    DelegationError::InvalidJson {
+        line: error.line(),
+        column: error.column(),
+        reason: shorten_quotes(reason),
+    }
+}
+
+/// Keeps a parser message short and free of header contents: each quoted
+/// string (serde quotes offending values Debug-style) is cut to
+/// [`EVIDENCE_CHARS`] characters, control characters become spaces, and the
+/// whole is cut to 120 characters.
+fn shorten_quotes(message: &str) -> String {
+    let mut out = String::new();
+    let mut quoted: Option<usize> = None; // chars kept inside the current quote
+    let mut escaped = false;
+    for c in message.chars() {
+        match quoted {
+            Some(kept) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    quoted = None;
+                    if kept > EVIDENCE_CHARS {
+                        out.push_str("...");
+                    }
+                    out.push('"');
+                    continue;
+                }
+                if kept < EVIDENCE_CHARS {
+                    out.push(if c.is_control() { ' ' } else { c });
+                }
+                quoted = Some(kept + 1);
+            }
+            None => {
+                if c == '"' {
+                    quoted = Some(0);
+                }
+                out.push(if c.is_control() { ' ' } else { c });
+            }
+        }
+    }
+    out.chars().take(120).collect()
 }
 
 /// A serde seed that reads a JSON array of tokens and stops past `cap`.
@@ -675,5 +716,22 @@ impl<'de> Visitor<'de> for TokenArray<'_> {
                 None => return Ok(tokens),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parser_messages_keep_quoted_values_short() {
+        let long = format!("invalid type: string \"{}\", expected i64", "A".repeat(88));
+        assert_eq!(
+            shorten_quotes(&long),
+            "invalid type: string \"AAAAAAAAAAAAAAAA...\", expected i64"
+        );
+        assert_eq!(shorten_quotes(r#"unknown "a\"b" x"#), r#"unknown "a\"b" x"#);
+        assert_eq!(shorten_quotes("a\nb"), "a b");
+        assert_eq!(shorten_quotes(&"x".repeat(500)).len(), 120);
     }
 }

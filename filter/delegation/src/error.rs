@@ -9,8 +9,8 @@
 //! code the client sees; the `Display` text is for logs and audit records.
 //!
 //! Display texts quote at most [`EVIDENCE_CHARS`] characters of any string
-//! taken from the header, so a log line stays short and never carries a
-//! whole token.
+//! taken from the header (also inside JSON parser messages), so a log line
+//! stays short and never carries a whole token or signature.
 
 use std::fmt;
 
@@ -44,7 +44,8 @@ pub enum DelegationError {
         line: usize,
         /// 1-based column of the error.
         column: usize,
-        /// The JSON parser's description, shortened to 120 characters.
+        /// The JSON parser's description, at most 120 characters, with any
+        /// quoted value cut to [`EVIDENCE_CHARS`] characters.
         reason: String,
     },
     /// The array holds no token.
