@@ -2,7 +2,7 @@
 //!
 //! [`DelegationConfig`] is read from JSON (unknown keys are an error) and
 //! checked with [`DelegationConfig::validate`]. From it come the parse
-//! [`Limits`](crate::Limits), the [`VerifyPolicy`](crate::VerifyPolicy) (via
+//! [`Limits`], the [`VerifyPolicy`](crate::chain::VerifyPolicy) (via
 //! `VerifyPolicy::from_config`) and each sender's [`DepthCap`].
 //!
 //! # Example

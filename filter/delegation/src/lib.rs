@@ -14,10 +14,10 @@
 //! - [`chain`]: [`Chain::parse`] under [`Limits`], then [`Chain::verify`]
 //!   under a [`VerifyPolicy`] gives a [`VerifiedChain`], the only proof that
 //!   the checks ran. The chain hash is defined there.
-//! - [`authorize`]: what a verified chain permits for a request:
+//! - [`mod@authorize`]: what a verified chain permits for a request:
 //!   [`bind_sender`], [`check_depth`], [`tool_allowed`], [`authorize()`].
 //! - [`cache`]: [`ChainCache`], verified chains per VM until they expire.
-//! - [`mint`]: [`mint()`] a token from a [`MintRequest`], [`extend_header`].
+//! - [`mod@mint`]: [`mint()`] a token from a [`MintRequest`], [`extend_header`].
 //! - [`config`]: the filter config's `delegation` section,
 //!   [`DelegationConfig`].
 //! - [`error`]: [`DelegationError`], every refusal with its evidence and the
