@@ -50,9 +50,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use regex_automata::{meta, Input, Match};
+use regex_automata::{Input, Match};
 
-use crate::compile::{compile_pattern, fold, PatternProblem};
+use crate::compile::{fold, prepare_pattern, LazyRegex, PatternProblem, PreparedPattern};
 use crate::config::RulesConfig;
 use crate::content::TargetSet;
 use crate::decode::decoded_blobs;
@@ -114,7 +114,11 @@ impl Engine {
     /// category; see [`RuleError`].
     pub fn new(config: &RulesConfig) -> Result<Engine, RuleError> {
         let base = if config.builtin { crate::builtin_rules()? } else { Vec::new() };
-        Engine::from_rules(base, config)
+        // The library's automata are built on first use (its tests build
+        // them all); custom rules are built now so that a bad one is
+        // refused with the configuration.
+        let eager_from = base.len();
+        Engine::build(base, config, eager_from)
     }
 
     /// Like [`Engine::new`], with `rules` in place of the built-in library
@@ -123,7 +127,36 @@ impl Engine {
     ///
     /// # Errors
     /// As for [`Engine::new`].
-    pub fn from_rules(mut rules: Vec<Rule>, config: &RulesConfig) -> Result<Engine, RuleError> {
+    pub fn from_rules(rules: Vec<Rule>, config: &RulesConfig) -> Result<Engine, RuleError> {
+        Engine::build(rules, config, 0)
+    }
+
+    /// Builds every regex not built yet, so that a rule whose automaton
+    /// exceeds the size limit is reported now rather than silently never
+    /// matching. [`Engine::new`] leaves the library's regexes to be built on
+    /// first use; [`Engine::from_rules`] builds everything.
+    ///
+    /// # Errors
+    /// [`RuleError::InvalidRegex`] for the first regex that cannot be built.
+    pub fn compile_all(&self) -> Result<(), RuleError> {
+        for rule in &self.rules {
+            let patterns =
+                self.patterns.get(rule.patterns.start as usize..rule.patterns.end as usize);
+            for pattern in patterns.unwrap_or_default().iter().chain(&rule.excludes) {
+                pattern.regex.build().map_err(|problem| pattern.error(rule, problem.clone()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Compiles `rules` plus `config.custom`; the regexes of rules from
+    /// index `eager_from` on (in `rules` followed by the custom rules) are
+    /// built now, the others on first use.
+    fn build(
+        mut rules: Vec<Rule>,
+        config: &RulesConfig,
+        eager_from: usize,
+    ) -> Result<Engine, RuleError> {
         // 1. Custom rules are added, never replace.
         for (index, text) in config.custom.iter().enumerate() {
             rules.extend(parse_rules(&format!("rules.custom[{index}]"), text)?);
@@ -157,13 +190,13 @@ impl Engine {
 
         // 3. Compile what runs: not disabled, not overridden to `ignore`.
         let mut builder = Builder::default();
-        for rule in &rules {
+        for (index, rule) in rules.iter().enumerate() {
             let overridden = config.overrides.get(&rule.id).copied();
             let ignored = overridden.is_some_and(|o| o.verdict().is_none());
             if ignored || config.disabled.contains(&rule.id) {
                 continue;
             }
-            builder.add(rule, overridden.and_then(|o| o.verdict()))?;
+            builder.add(rule, overridden.and_then(|o| o.verdict()), index >= eager_from)?;
         }
 
         // 4. One automaton over every literal.
@@ -413,11 +446,13 @@ impl Engine {
     ) -> BTreeMap<u32, Match> {
         let mut by_line: BTreeMap<u32, Match> = BTreeMap::new();
         for (pattern, slot) in searches {
-            let (Some(hits), Some(entry)) = (slot, self.patterns.get(pattern as usize)) else {
+            let Some(hits) = slot else { continue };
+            let Some(regex) = self.patterns.get(pattern as usize).and_then(|p| p.regex.get())
+            else {
                 continue;
             };
             if hits.whole {
-                for m in entry.regex.find_iter(Input::new(text)) {
+                for m in regex.find_iter(Input::new(text)) {
                     let line = lines.line_of(m.start());
                     if by_line.len() >= MAX_LINES_PER_RULE && !by_line.contains_key(&line) {
                         break;
@@ -434,7 +469,7 @@ impl Engine {
                     break;
                 }
                 let input = Input::new(text).range(lines.lines(line, line));
-                if let Some(m) = entry.regex.search(&input) {
+                if let Some(m) = regex.search(&input) {
                     by_line.insert(line, m);
                 }
             }
@@ -453,12 +488,12 @@ impl Engine {
         let mut firsts = Vec::new();
         for (pattern, slot) in searches {
             let hits = slot.as_ref()?;
-            let entry = self.patterns.get(pattern as usize)?;
+            let regex = self.patterns.get(pattern as usize)?.regex.get()?;
             let first = if hits.whole {
-                entry.regex.find(Input::new(text))
+                regex.find(Input::new(text))
             } else {
                 hits.lines.iter().find_map(|&line| {
-                    entry.regex.search(&Input::new(text).range(lines.lines(line, line)))
+                    regex.search(&Input::new(text).range(lines.lines(line, line)))
                 })
             };
             firsts.push(first?);
@@ -473,7 +508,11 @@ impl Engine {
             return false;
         }
         let window = lines.lines(line.saturating_sub(EXCLUDE_LINES_BEFORE).max(1), line);
-        rule.excludes.iter().any(|x| x.is_match(Input::new(text).range(window.clone())))
+        rule.excludes.iter().any(|x| {
+            x.regex
+                .get()
+                .is_some_and(|regex| regex.is_match(Input::new(text).range(window.clone())))
+        })
     }
 }
 
@@ -505,9 +544,11 @@ struct CompiledRule {
     severity: Severity,
     match_mode: MatchMode,
     targets: TargetSet,
+    /// Where the rule was defined, for errors from [`Engine::compile_all`].
+    file: String,
     /// Indices into `Engine::patterns`.
     patterns: Range<u32>,
-    excludes: Vec<meta::Regex>,
+    excludes: Vec<CompiledPattern>,
     /// The override, if any (never `ignore`: those rules are not compiled).
     verdict: Option<Verdict>,
     sensitive: bool,
@@ -515,9 +556,54 @@ struct CompiledRule {
 
 #[derive(Debug)]
 struct CompiledPattern {
-    regex: meta::Regex,
+    regex: LazyRegex,
     single_line: bool,
     rule: u32,
+    /// `patterns[N]` or `exclude_patterns[N]`, its line and text, for
+    /// errors from [`Engine::compile_all`].
+    key: String,
+    line: u32,
+    value: String,
+}
+
+impl CompiledPattern {
+    /// A pattern of rule `index`; its regex is built now if `eager`.
+    fn new(
+        rule: &Rule,
+        index: u32,
+        pattern: &Pattern,
+        key: String,
+        eager: bool,
+    ) -> Result<(CompiledPattern, Option<Vec<String>>), RuleError> {
+        let error = |problem: PatternProblem| invalid_regex(rule, pattern, &key, problem);
+        let PreparedPattern { regex, literals, single_line } =
+            prepare_pattern(pattern.kind, &pattern.value).map_err(error)?;
+        if eager {
+            regex.build().map_err(|problem| error(problem.clone()))?;
+        }
+        let compiled = CompiledPattern {
+            regex,
+            single_line,
+            rule: index,
+            key: key.clone(),
+            line: pattern.line,
+            value: pattern.value.clone(),
+        };
+        Ok((compiled, literals))
+    }
+
+    fn error(&self, rule: &CompiledRule, problem: PatternProblem) -> RuleError {
+        RuleError::InvalidRegex(Box::new(InvalidRegex {
+            file: rule.file.clone(),
+            line: self.line,
+            rule: rule.id.clone(),
+            key: self.key.clone(),
+            pattern: self.value.clone(),
+            reason: problem.reason,
+            span: problem.span,
+            hint: problem.hint,
+        }))
+    }
 }
 
 /// Where one candidate pattern has to be searched.
@@ -564,13 +650,14 @@ struct Builder {
 }
 
 impl Builder {
-    fn add(&mut self, rule: &Rule, verdict: Option<Verdict>) -> Result<(), RuleError> {
+    fn add(&mut self, rule: &Rule, verdict: Option<Verdict>, eager: bool) -> Result<(), RuleError> {
         let index = u32::try_from(self.rules.len()).map_err(|_| too_large("rules"))?;
         let first = u32::try_from(self.patterns.len()).map_err(|_| too_large("patterns"))?;
         for (n, pattern) in rule.patterns.iter().enumerate() {
-            let compiled = compile(rule, pattern, &format!("patterns[{n}]"))?;
+            let key = format!("patterns[{n}]");
+            let (compiled, literals) = CompiledPattern::new(rule, index, pattern, key, eager)?;
             let id = u32::try_from(self.patterns.len()).map_err(|_| too_large("patterns"))?;
-            match compiled.literals {
+            match literals {
                 Some(literals) => {
                     for literal in literals {
                         let next = self.literal_patterns.len();
@@ -588,16 +675,13 @@ impl Builder {
                     self.report.unfiltered.push(format!("{} patterns[{n}]", rule.id));
                 }
             }
-            self.patterns.push(CompiledPattern {
-                regex: compiled.regex,
-                single_line: compiled.single_line,
-                rule: index,
-            });
+            self.patterns.push(compiled);
         }
         let last = u32::try_from(self.patterns.len()).map_err(|_| too_large("patterns"))?;
         let mut excludes = Vec::with_capacity(rule.exclude_patterns.len());
         for (n, pattern) in rule.exclude_patterns.iter().enumerate() {
-            excludes.push(compile(rule, pattern, &format!("exclude_patterns[{n}]"))?.regex);
+            let key = format!("exclude_patterns[{n}]");
+            excludes.push(CompiledPattern::new(rule, index, pattern, key, eager)?.0);
         }
         let targets = TargetSet::from_targets(&rule.targets);
         if targets.is_empty() {
@@ -610,6 +694,7 @@ impl Builder {
             severity: rule.severity,
             match_mode: rule.match_mode,
             targets,
+            file: rule.source.file.clone(),
             patterns: first..last,
             excludes,
             verdict,
@@ -654,34 +739,17 @@ impl Builder {
     }
 }
 
-/// Compiles one pattern of `rule`, refusing patterns that match the empty
-/// string (they would fire on, or exclude, every text).
-fn compile(
-    rule: &Rule,
-    pattern: &Pattern,
-    key: &str,
-) -> Result<crate::compile::CompiledPattern, RuleError> {
-    let error = |problem: PatternProblem| {
-        RuleError::InvalidRegex(Box::new(InvalidRegex {
-            file: rule.source.file.clone(),
-            line: pattern.line,
-            rule: rule.id.clone(),
-            key: key.to_string(),
-            pattern: pattern.value.clone(),
-            reason: problem.reason,
-            span: problem.span,
-            hint: problem.hint,
-        }))
-    };
-    let compiled = compile_pattern(pattern.kind, &pattern.value).map_err(error)?;
-    if compiled.regex.is_match("") {
-        return Err(error(PatternProblem {
-            reason: "it matches the empty string, so it would match every text".into(),
-            span: None,
-            hint: Some("require at least one character, e.g. `+` instead of `*`".into()),
-        }));
-    }
-    Ok(compiled)
+fn invalid_regex(rule: &Rule, pattern: &Pattern, key: &str, problem: PatternProblem) -> RuleError {
+    RuleError::InvalidRegex(Box::new(InvalidRegex {
+        file: rule.source.file.clone(),
+        line: pattern.line,
+        rule: rule.id.clone(),
+        key: key.to_string(),
+        pattern: pattern.value.clone(),
+        reason: problem.reason,
+        span: problem.span,
+        hint: problem.hint,
+    }))
 }
 
 fn too_large(what: &str) -> RuleError {
