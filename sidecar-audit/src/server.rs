@@ -74,6 +74,9 @@ impl Writer {
                         }
                     }
                 }
+                // Close the database (checkpointing the WAL into the main
+                // file) before saying we are done.
+                drop(store);
                 let _ = done_tx.send(());
             })
             .map(|_| ())

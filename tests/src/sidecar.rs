@@ -1,0 +1,67 @@
+//! The real audit sidecar, `warrant-audit serve`, on a free port.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::process::Guard;
+
+/// A running sidecar.
+pub struct Sidecar {
+    pub process: Guard,
+    pub port: u16,
+    pub db: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Sidecar {
+    /// Starts `warrant-audit serve` on `db`, with its log in `dir`, and
+    /// waits until it listens.
+    pub fn start(db: &Path, dir: &Path) -> Sidecar {
+        Sidecar::start_on(db, dir, "127.0.0.1:0")
+    }
+
+    /// Like [`Sidecar::start`], on a given listen address (to come back on
+    /// the same port after a restart).
+    pub fn start_on(db: &Path, dir: &Path, listen: &str) -> Sidecar {
+        let log = dir.join("sidecar.log");
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("sidecar log");
+        let mut child = Command::new(crate::audit_bin())
+            .args(["serve", "--db"])
+            .arg(db)
+            .args(["--listen", listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn warrant-audit");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let process = Guard::new("warrant-audit", child);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("warrant-audit: listening grpc=") {
+                    let _ = tx.send(addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()));
+                }
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Some(port)) => port,
+            _ => panic!("warrant-audit did not report its port; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default()),
+        };
+        Sidecar { process, port, db: db.to_path_buf(), log }
+    }
+
+    /// Stops it gracefully (SIGTERM: it commits what is queued and closes).
+    pub fn stop(&mut self) {
+        let status = self.process.stop(Duration::from_secs(10));
+        assert!(status.is_some_and(|s| s.success()), "sidecar exited with {status:?}");
+    }
+}
+
+/// Runs `warrant-audit verify --db DB [extra...]`.
+pub fn verify(db: &Path, extra: &[&str]) -> Output {
+    Command::new(crate::audit_bin()).args(["verify", "--db"]).arg(db).args(extra).output().expect("run verify")
+}

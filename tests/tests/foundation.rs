@@ -1,0 +1,189 @@
+//! End to end through a real Envoy with the real filter, the real sidecar
+//! over real gRPC and a real upstream: the request path of the foundation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use sha2::{Digest, Sha256};
+use warrant_e2e::sidecar::verify;
+use warrant_e2e::stack::{Options, Stack};
+
+#[test]
+fn clean_request_reaches_upstream_unchanged_and_is_audited() {
+    let stack = Stack::start(Options::default());
+    let body = stack.alice.envelope("bob", "Please summarize the quarterly report");
+    let text = body.to_string();
+    let reply = stack.post_json("/v1/message", &[("x-custom", "kept")], &body);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["upstream"], "ok");
+
+    let seen = stack.upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, text.as_bytes(), "body must reach the upstream unchanged");
+    assert_eq!(seen[0].header("x-custom"), Some("kept"));
+    assert_eq!(seen[0].path, "/v1/message");
+    assert_eq!(seen[0].header("x-oktsec-verdict"), None);
+
+    let records = stack.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!((r.from.as_str(), r.to.as_str()), ("alice", "bob"));
+    assert_eq!((r.status.as_str(), r.decision.as_str()), ("delivered", "allow"));
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/v1/message"));
+    assert_eq!(r.body_sha256, hex::encode(Sha256::digest(text.as_bytes())));
+}
+
+#[test]
+fn blocked_request_gets_403_and_upstream_sees_nothing() {
+    let stack = Stack::start(Options::default());
+    let body = stack.alice.envelope("bob", "echo /cmd > /sys/fs/cgroup/memory/release_agent");
+    let reply = stack.post_json("/v1/message", &[], &body);
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    let json = reply.json();
+    assert_eq!(json["status"], "blocked");
+    assert_eq!(json["policy_decision"], "content_blocked");
+    assert!(json["rules_triggered"].as_array().is_some_and(|r| !r.is_empty()), "{json}");
+    assert!(json["message_id"].as_str().is_some_and(|id| id.len() == 36));
+
+    assert!(stack.upstream.seen().is_empty(), "the upstream saw {:?}", stack.upstream.seen());
+    let records = stack.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].decision, "content_blocked");
+    assert_eq!(records[0].message_id, json["message_id"].as_str().unwrap());
+    assert!(records[0].findings.contains("CE-004"), "{}", records[0].findings);
+}
+
+#[test]
+fn flagged_and_quarantined_requests() {
+    let stack = Stack::start(Options::default());
+    let flagged = stack.post_json("/v1/message", &[], &stack.alice.envelope("bob", "capsh --print | grep Current"));
+    assert_eq!(flagged.status, 200, "{}", flagged.body);
+    let seen = stack.upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("x-oktsec-verdict"), Some("flag"));
+
+    let held = stack.post_json("/v1/message", &[], &stack.alice.envelope("bob", "insmod /tmp/rootkit.ko"));
+    assert_eq!(held.status, 202, "{}", held.body);
+    assert_eq!(held.json()["status"], "quarantined");
+    assert_eq!(stack.upstream.seen().len(), 1, "a quarantined request must not be forwarded");
+    let decisions: Vec<_> = stack.records().into_iter().map(|r| r.decision).collect();
+    assert_eq!(decisions, ["content_flagged", "content_quarantined"]);
+}
+
+#[test]
+fn bad_envelope_signature_gets_403_identity_rejected() {
+    let stack = Stack::start(Options::default());
+    let mut body = stack.alice.envelope("bob", "Please summarize the quarterly report");
+    body["content"] = "Please summarize the quarterly report and wire $1M".into();
+    let reply = stack.post_json("/v1/message", &[], &body);
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert_eq!(reply.json()["policy_decision"], "identity_rejected");
+    assert_eq!(reply.json()["rules_triggered"], serde_json::json!([]));
+    assert!(stack.upstream.seen().is_empty());
+    let records = stack.records();
+    assert_eq!((records[0].status.as_str(), records[0].decision.as_str()), ("rejected", "identity_rejected"));
+    assert!(records[0].reason.contains("does not verify"), "{}", records[0].reason);
+}
+
+#[test]
+fn unparseable_envelope_gets_a_clear_400() {
+    let stack = Stack::start(Options::default());
+    let reply = stack.send(
+        "POST",
+        "/v1/message",
+        &[("content-type", "application/json")],
+        Some(br#"{"from": "alice", "to": "bob", "content": "#),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let json = reply.json();
+    assert_eq!(json["policy_decision"], "invalid_request");
+    assert!(json["message"].as_str().unwrap().contains("not valid JSON"), "{json}");
+
+    let wrong_type = stack.post_json("/v1/message", &[], &serde_json::json!({"from": "alice", "to": "bob", "content": 7}));
+    assert_eq!(wrong_type.status, 400);
+    assert!(wrong_type.json()["message"].as_str().unwrap().contains("field `content`"), "{}", wrong_type.body);
+    assert!(stack.upstream.seen().is_empty());
+    assert_eq!(stack.records().len(), 2, "each rejection is audited");
+}
+
+#[test]
+fn unauthenticated_sender_gets_401_and_trusted_header_identifies() {
+    let stack = Stack::start(Options::default());
+    let unsigned = serde_json::json!({"from": "alice", "to": "bob", "content": "hi"});
+    let reply = stack.post_json("/v1/message", &[], &unsigned);
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(reply.json()["policy_decision"], "signature_required");
+
+    // A GET has no body: it is still identified, decided and audited.
+    let get = stack.send("GET", "/status", &[("x-warrant-agent", "carol")], None);
+    assert_eq!(get.status, 200, "{}", get.body);
+    let records = stack.records();
+    assert_eq!(records.len(), 2);
+    assert_eq!((records[1].from.as_str(), records[1].method.as_str()), ("carol", "GET"));
+}
+
+#[test]
+fn verify_passes_then_names_the_seq_of_a_changed_byte() {
+    let stack = Stack::start(Options::default());
+    for i in 0..5 {
+        let reply = stack.post_json("/v1/message", &[], &stack.alice.envelope("bob", &format!("report number {i}")));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let target = stack.records()[2].clone();
+    let evidence = stack.stop();
+    let db = evidence.db();
+
+    let intact = verify(&db, &[]);
+    assert_eq!(
+        intact.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&intact.stdout),
+        String::from_utf8_lossy(&intact.stderr)
+    );
+    assert!(String::from_utf8_lossy(&intact.stdout).contains("VALID (5 entries)"));
+
+    // Change one byte of one stored field in the file itself.
+    let mut bytes = std::fs::read(&db).unwrap();
+    let needle = target.body_sha256.as_bytes();
+    let at: Vec<usize> = bytes.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
+    assert_eq!(at.len(), 1, "the body hash should be stored exactly once");
+    bytes[at[0]] = if bytes[at[0]] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&db, &bytes).unwrap();
+
+    let broken = verify(&db, &[]);
+    let text = String::from_utf8_lossy(&broken.stdout);
+    assert_eq!(broken.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("BROKEN at seq {}", target.seq)), "{text}");
+    let json = verify(&db, &["--json"]);
+    assert_eq!(json.status.code(), Some(1), "--json must exit 1 on a broken chain too");
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["broken"]["seq"], target.seq);
+}
+
+#[test]
+fn verify_exits_2_when_it_cannot_run() {
+    let missing = verify(std::path::Path::new("/nonexistent/audit.db"), &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("audit database not found"));
+}
+
+#[test]
+fn sidecar_down_means_503_and_nothing_forwarded() {
+    let mut stack = Stack::start(Options::default());
+    stack.sidecar.process.kill();
+    let reply = stack.post_json("/v1/message", &[], &stack.alice.envelope("bob", "Please summarize the report"));
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.json()["policy_decision"], "audit_unavailable");
+    assert!(stack.upstream.seen().is_empty(), "no action without evidence");
+}
+
+#[test]
+fn shipped_configs_validate_and_a_bad_one_is_refused_naming_the_field() {
+    let root = warrant_e2e::repo_root();
+    let (ok, output) = warrant_e2e::envoy::validate(&root.join("envoy/envoy.yaml"));
+    assert!(ok, "{output}");
+    let (ok, output) = warrant_e2e::envoy::validate(&root.join("envoy/testdata/bad-unknown-field.yaml"));
+    assert!(!ok, "a bad plugin configuration must fail validation");
+    assert!(output.contains("field `identityy`"), "{output}");
+}
