@@ -117,7 +117,7 @@ impl RootContext for WarrantRoot {
 /// Where a request is (see the crate doc).
 enum Stage {
     ExpectHeaders,
-    ExpectBody { head: RequestHead, message_id: String, body_size: usize },
+    ExpectBody { head: Box<RequestHead>, message_id: String, body_size: usize },
     ExpectAuditAck { outcome: Box<Outcome> },
     Done,
 }
@@ -134,14 +134,22 @@ impl WarrantHttp {
     }
 
     /// Decides on the whole body and sends the record.
-    fn decide_with_body(&mut self, head: RequestHead, message_id: String, body_size: usize) -> Action {
+    fn decide_with_body(
+        &mut self,
+        head: RequestHead,
+        message_id: String,
+        body_size: usize,
+    ) -> Action {
         let body = if body_size == 0 {
             Vec::new()
         } else {
             match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
                 Ok(body) => body.unwrap_or_default(),
                 Err(status) => {
-                    error!("#{} on_http_request_body: cannot read body: {status:?}", self.context_id);
+                    error!(
+                        "#{} on_http_request_body: cannot read body: {status:?}",
+                        self.context_id
+                    );
                     let outcome = refuse_early(
                         self.policy(),
                         &head,
@@ -202,7 +210,9 @@ impl WarrantHttp {
         self.shared.count(outcome.decision);
         if outcome.decision.forwards() {
             for (name, value) in &outcome.forward_headers {
-                if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)) {
+                if let Err(status) =
+                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+                {
                     error!("#{} cannot set {name}: {status:?}", self.context_id);
                 }
             }
@@ -246,7 +256,8 @@ impl WarrantHttp {
 
 impl Context for WarrantHttp {
     fn on_grpc_call_response(&mut self, _token_id: u32, status_code: u32, _response_size: usize) {
-        let Stage::ExpectAuditAck { outcome } = std::mem::replace(&mut self.stage, Stage::Done) else {
+        let Stage::ExpectAuditAck { outcome } = std::mem::replace(&mut self.stage, Stage::Done)
+        else {
             warn!("#{} unexpected gRPC response", self.context_id);
             return;
         };
@@ -254,8 +265,12 @@ impl Context for WarrantHttp {
             self.apply(&outcome);
             return;
         }
-        let detail = hostcalls::get_grpc_status().map(|(_, m)| m.unwrap_or_default()).unwrap_or_default();
-        error!("#{} audit sidecar refused the record: grpc status {status_code}: {detail}", self.context_id);
+        let detail =
+            hostcalls::get_grpc_status().map(|(_, m)| m.unwrap_or_default()).unwrap_or_default();
+        error!(
+            "#{} audit sidecar refused the record: grpc status {status_code}: {detail}",
+            self.context_id
+        );
         self.audit_failed(&outcome);
     }
 }
@@ -266,7 +281,10 @@ impl HttpContext for WarrantHttp {
         let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
             Ok(headers) => headers,
             Err(status) => {
-                error!("#{} on_http_request_headers: cannot read headers: {status:?}", self.context_id);
+                error!(
+                    "#{} on_http_request_headers: cannot read headers: {status:?}",
+                    self.context_id
+                );
                 Vec::new()
             }
         };
@@ -282,14 +300,18 @@ impl HttpContext for WarrantHttp {
         let message_id = new_message_id();
         let limit = u64::from(policy.config.max_body_bytes);
         if head.content_length.is_some_and(|length| length > limit) {
-            let message = format!("body of {} bytes is over the limit of {limit}", head.content_length.unwrap_or(0));
-            let outcome = refuse_early(policy, &head, &message_id, Decision::PayloadTooLarge, message);
+            let message = format!(
+                "body of {} bytes is over the limit of {limit}",
+                head.content_length.unwrap_or(0)
+            );
+            let outcome =
+                refuse_early(policy, &head, &message_id, Decision::PayloadTooLarge, message);
             return self.send_record(outcome);
         }
         if end_of_stream {
             return self.decide_with_body(head, message_id, 0);
         }
-        self.stage = Stage::ExpectBody { head, message_id, body_size: 0 };
+        self.stage = Stage::ExpectBody { head: Box::new(head), message_id, body_size: 0 };
         Action::Pause
     }
 
@@ -301,35 +323,43 @@ impl HttpContext for WarrantHttp {
         // While paused, `body_size` is the total buffered so far.
         *seen = body_size;
         if body_size > limit {
-            let Stage::ExpectBody { head, message_id, .. } = std::mem::replace(&mut self.stage, Stage::Done) else {
+            let Stage::ExpectBody { head, message_id, .. } =
+                std::mem::replace(&mut self.stage, Stage::Done)
+            else {
                 return Action::Pause;
             };
             let message = format!("body grew past the limit of {limit} bytes");
-            let outcome = refuse_early(self.policy(), &head, &message_id, Decision::PayloadTooLarge, message);
+            let outcome =
+                refuse_early(self.policy(), &head, &message_id, Decision::PayloadTooLarge, message);
             return self.send_record(outcome);
         }
         if !end_of_stream {
             return Action::Pause;
         }
-        let Stage::ExpectBody { head, message_id, body_size } = std::mem::replace(&mut self.stage, Stage::Done) else {
+        let Stage::ExpectBody { head, message_id, body_size } =
+            std::mem::replace(&mut self.stage, Stage::Done)
+        else {
             return Action::Pause;
         };
-        self.decide_with_body(head, message_id, body_size)
+        self.decide_with_body(*head, message_id, body_size)
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         // With trailers, end_of_stream never arrives in the body callback:
         // the body is complete now.
-        let Stage::ExpectBody { head, message_id, body_size } = std::mem::replace(&mut self.stage, Stage::Done) else {
+        let Stage::ExpectBody { head, message_id, body_size } =
+            std::mem::replace(&mut self.stage, Stage::Done)
+        else {
             return Action::Continue;
         };
-        self.decide_with_body(head, message_id, body_size)
+        self.decide_with_body(*head, message_id, body_size)
     }
 }
 
 fn now_nanos() -> i64 {
     let now = hostcalls::get_current_time().unwrap_or(UNIX_EPOCH);
-    now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// A UUID v4 from the host's CSPRNG (WASI `random_get`).
@@ -354,7 +384,9 @@ fn new_message_id() -> String {
 /// The mTLS peer certificate's URI SAN, when the connection has one.
 fn peer_uri_sans() -> Vec<String> {
     match hostcalls::get_property(vec!["connection", "uri_san_peer_certificate"]) {
-        Ok(Some(bytes)) if !bytes.is_empty() => String::from_utf8(bytes).map(|s| vec![s]).unwrap_or_default(),
+        Ok(Some(bytes)) if !bytes.is_empty() => {
+            String::from_utf8(bytes).map(|s| vec![s]).unwrap_or_default()
+        }
         _ => Vec::new(),
     }
 }

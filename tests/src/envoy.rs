@@ -29,22 +29,30 @@ pub fn render(template: &Path, out: &Path, ports: Ports, patch: &dyn Fn(&mut ser
     let mut doc: Value = serde_yaml::from_str(&text).expect("template is YAML");
     set(&mut doc, &["admin", "address", "socket_address", "port_value"], 0.into());
     let resources = doc.get_mut("static_resources").expect("static_resources");
-    for listener in resources.get_mut("listeners").and_then(Value::as_sequence_mut).expect("listeners") {
+    for listener in
+        resources.get_mut("listeners").and_then(Value::as_sequence_mut).expect("listeners")
+    {
         set(listener, &["address", "socket_address", "port_value"], 0.into());
         for_each_wasm_filter(listener, &mut |config| {
             let wasm = crate::wasm_path();
-            set(config, &["vm_config", "code", "local", "filename"], wasm.display().to_string().into());
+            set(
+                config,
+                &["vm_config", "code", "local", "filename"],
+                wasm.display().to_string().into(),
+            );
             let value = config
                 .get_mut("configuration")
                 .and_then(|c| c.get_mut("value"))
                 .expect("configuration.value");
             let mut json: serde_json::Value =
-                serde_json::from_str(value.as_str().expect("StringValue")).expect("plugin config is JSON");
+                serde_json::from_str(value.as_str().expect("StringValue"))
+                    .expect("plugin config is JSON");
             patch(&mut json);
             *value = json.to_string().into();
         });
     }
-    for cluster in resources.get_mut("clusters").and_then(Value::as_sequence_mut).expect("clusters") {
+    for cluster in resources.get_mut("clusters").and_then(Value::as_sequence_mut).expect("clusters")
+    {
         let port = match cluster.get("name").and_then(Value::as_str) {
             Some("warrant_audit") => ports.audit,
             Some("demo_upstream") => ports.upstream,
@@ -56,8 +64,16 @@ pub fn render(template: &Path, out: &Path, ports: Ports, patch: &dyn Fn(&mut ser
             .and_then(Value::as_sequence_mut)
             .expect("endpoints");
         for group in endpoints {
-            for lb in group.get_mut("lb_endpoints").and_then(Value::as_sequence_mut).expect("lb_endpoints") {
-                set(lb, &["endpoint", "address", "socket_address", "port_value"], u64::from(port).into());
+            for lb in group
+                .get_mut("lb_endpoints")
+                .and_then(Value::as_sequence_mut)
+                .expect("lb_endpoints")
+            {
+                set(
+                    lb,
+                    &["endpoint", "address", "socket_address", "port_value"],
+                    u64::from(port).into(),
+                );
             }
         }
     }
@@ -65,15 +81,22 @@ pub fn render(template: &Path, out: &Path, ports: Ports, patch: &dyn Fn(&mut ser
 }
 
 fn for_each_wasm_filter(listener: &mut Value, f: &mut dyn FnMut(&mut Value)) {
-    let chains = listener.get_mut("filter_chains").and_then(Value::as_sequence_mut).expect("filter_chains");
+    let chains =
+        listener.get_mut("filter_chains").and_then(Value::as_sequence_mut).expect("filter_chains");
     for chain in chains {
         for filter in chain.get_mut("filters").and_then(Value::as_sequence_mut).expect("filters") {
-            let Some(http) = filter.get_mut("typed_config").and_then(|t| t.get_mut("http_filters")) else {
+            let Some(http) = filter.get_mut("typed_config").and_then(|t| t.get_mut("http_filters"))
+            else {
                 continue;
             };
             for http_filter in http.as_sequence_mut().expect("http_filters") {
-                if http_filter.get("name").and_then(Value::as_str) == Some("envoy.filters.http.wasm") {
-                    f(http_filter.get_mut("typed_config").and_then(|t| t.get_mut("config")).expect("wasm config"));
+                if http_filter.get("name").and_then(Value::as_str)
+                    == Some("envoy.filters.http.wasm")
+                {
+                    f(http_filter
+                        .get_mut("typed_config")
+                        .and_then(|t| t.get_mut("config"))
+                        .expect("wasm config"));
                 }
             }
         }
@@ -125,13 +148,20 @@ impl Envoy {
             if let Ok(Some(status)) = process.child().try_wait() {
                 panic!("envoy exited with {status} during start-up; log:\n{}", log_text());
             }
-            std::fs::read_to_string(&admin_file).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+            std::fs::read_to_string(&admin_file)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
         });
         wait::until(Duration::from_secs(60), "envoy /ready", || {
             ureq::get(&format!("http://{admin}/ready")).call().ok().filter(|r| r.status() == 200)
         });
         let port = wait::until(Duration::from_secs(30), "envoy's listener port", || {
-            let body = ureq::get(&format!("http://{admin}/listeners?format=json")).call().ok()?.into_string().ok()?;
+            let body = ureq::get(&format!("http://{admin}/listeners?format=json"))
+                .call()
+                .ok()?
+                .into_string()
+                .ok()?;
             let json: serde_json::Value = serde_json::from_str(&body).ok()?;
             json["listener_statuses"][0]["local_address"]["socket_address"]["port_value"].as_u64()
         });
@@ -140,11 +170,15 @@ impl Envoy {
 
     /// A stat's value from `/stats?format=json` (0 when absent).
     pub fn stat(&self, name: &str) -> u64 {
-        let body = ureq::get(&format!("http://{}/stats?format=json&filter=^{}$", self.admin, name.replace('.', "\\.")))
-            .call()
-            .ok()
-            .and_then(|r| r.into_string().ok())
-            .unwrap_or_default();
+        let body = ureq::get(&format!(
+            "http://{}/stats?format=json&filter=^{}$",
+            self.admin,
+            name.replace('.', "\\.")
+        ))
+        .call()
+        .ok()
+        .and_then(|r| r.into_string().ok())
+        .unwrap_or_default();
         let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         json["stats"]
             .as_array()
@@ -169,6 +203,10 @@ pub fn validate(config: &Path) -> (bool, String) {
         .current_dir(crate::repo_root())
         .output()
         .expect("run envoy --mode validate");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     (output.status.success(), text)
 }

@@ -27,7 +27,8 @@ impl Sidecar {
     /// the same port after a restart).
     pub fn start_on(db: &Path, dir: &Path, listen: &str) -> Sidecar {
         let log = dir.join("sidecar.log");
-        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("sidecar log");
+        let stderr =
+            std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("sidecar log");
         let mut child = Command::new(crate::audit_bin())
             .args(["serve", "--db"])
             .arg(db)
@@ -49,7 +50,10 @@ impl Sidecar {
         });
         let port = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Some(port)) => port,
-            _ => panic!("warrant-audit did not report its port; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default()),
+            _ => panic!(
+                "warrant-audit did not report its port; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ),
         };
         Sidecar { process, port, db: db.to_path_buf(), log }
     }
@@ -63,5 +67,10 @@ impl Sidecar {
 
 /// Runs `warrant-audit verify --db DB [extra...]`.
 pub fn verify(db: &Path, extra: &[&str]) -> Output {
-    Command::new(crate::audit_bin()).args(["verify", "--db"]).arg(db).args(extra).output().expect("run verify")
+    Command::new(crate::audit_bin())
+        .args(["verify", "--db"])
+        .arg(db)
+        .args(extra)
+        .output()
+        .expect("run verify")
 }

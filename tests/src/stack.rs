@@ -58,7 +58,8 @@ pub struct Reply {
 impl Reply {
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {}", self.body))
     }
 
     /// A header's value.
@@ -77,7 +78,8 @@ impl Stack {
                 (None, dir.clone())
             }
             None => {
-                let temp = tempfile::Builder::new().prefix("warrant-e2e-").tempdir().expect("tempdir");
+                let temp =
+                    tempfile::Builder::new().prefix("warrant-e2e-").tempdir().expect("tempdir");
                 let path = temp.path().to_path_buf();
                 (Some(temp), path)
             }
@@ -87,7 +89,8 @@ impl Stack {
         let upstream = Upstream::start();
         let sidecar = Sidecar::start(&dir.join("audit.db"), &dir);
         let config = dir.join("envoy.yaml");
-        let keys = serde_json::json!({ "alice": alice.public_base64(), "bob": bob.public_base64() });
+        let keys =
+            serde_json::json!({ "alice": alice.public_base64(), "bob": bob.public_base64() });
         let patch = &options.patch;
         envoy::render(
             &crate::repo_root().join(&options.template),
@@ -108,7 +111,13 @@ impl Stack {
     }
 
     /// Sends a request through Envoy.
-    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Reply {
         let url = format!("http://127.0.0.1:{}{path}", self.envoy.port);
         let mut request = ureq::request(method, &url).timeout(Duration::from_secs(20));
         for (name, value) in headers {
@@ -134,7 +143,12 @@ impl Stack {
     }
 
     /// POSTs a JSON document.
-    pub fn post_json(&self, path: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> Reply {
+    pub fn post_json(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &serde_json::Value,
+    ) -> Reply {
         let mut all = vec![("content-type", "application/json")];
         all.extend_from_slice(headers);
         self.send("POST", path, &all, Some(body.to_string().as_bytes()))
@@ -186,8 +200,9 @@ pub struct Record {
 
 /// Reads every record of a chain database (read-only).
 pub fn records(db: &Path) -> Vec<Record> {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .expect("open audit db");
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open audit db");
     let mut stmt = conn
         .prepare(
             "SELECT seq, message_id, from_agent, to_agent, status, decision, reason, http_status,

@@ -41,7 +41,12 @@ impl Upstream {
                 let headers = request
                     .headers()
                     .iter()
-                    .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
+                    .map(|h| {
+                        (
+                            h.field.as_str().as_str().to_ascii_lowercase(),
+                            h.value.as_str().to_string(),
+                        )
+                    })
                     .collect();
                 seen2.lock().unwrap().push(Seen {
                     method: request.method().as_str().to_string(),
@@ -49,9 +54,12 @@ impl Upstream {
                     headers,
                     body,
                 });
-                let response = tiny_http::Response::from_string("{\"upstream\":\"ok\"}\n").with_header(
-                    "content-type: application/json".parse::<tiny_http::Header>().expect("static header"),
-                );
+                let response = tiny_http::Response::from_string("{\"upstream\":\"ok\"}\n")
+                    .with_header(
+                        "content-type: application/json"
+                            .parse::<tiny_http::Header>()
+                            .expect("static header"),
+                    );
                 let _ = request.respond(response);
             }
         });
@@ -68,7 +76,6 @@ impl Upstream {
         self.seen.lock().unwrap().clone()
     }
 }
-
 
 impl Drop for Upstream {
     fn drop(&mut self) {

@@ -55,13 +55,18 @@ fn blocked_request_gets_403_and_upstream_sees_nothing() {
 #[test]
 fn flagged_and_quarantined_requests() {
     let stack = Stack::start(Options::default());
-    let flagged = stack.post_json("/v1/message", &[], &stack.alice.envelope("bob", "capsh --print | grep Current"));
+    let flagged = stack.post_json(
+        "/v1/message",
+        &[],
+        &stack.alice.envelope("bob", "capsh --print | grep Current"),
+    );
     assert_eq!(flagged.status, 200, "{}", flagged.body);
     let seen = stack.upstream.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].header("x-oktsec-verdict"), Some("flag"));
 
-    let held = stack.post_json("/v1/message", &[], &stack.alice.envelope("bob", "insmod /tmp/rootkit.ko"));
+    let held =
+        stack.post_json("/v1/message", &[], &stack.alice.envelope("bob", "insmod /tmp/rootkit.ko"));
     assert_eq!(held.status, 202, "{}", held.body);
     assert_eq!(held.json()["status"], "quarantined");
     assert_eq!(stack.upstream.seen().len(), 1, "a quarantined request must not be forwarded");
@@ -80,7 +85,10 @@ fn bad_envelope_signature_gets_403_identity_rejected() {
     assert_eq!(reply.json()["rules_triggered"], serde_json::json!([]));
     assert!(stack.upstream.seen().is_empty());
     let records = stack.records();
-    assert_eq!((records[0].status.as_str(), records[0].decision.as_str()), ("rejected", "identity_rejected"));
+    assert_eq!(
+        (records[0].status.as_str(), records[0].decision.as_str()),
+        ("rejected", "identity_rejected")
+    );
     assert!(records[0].reason.contains("does not verify"), "{}", records[0].reason);
 }
 
@@ -98,9 +106,17 @@ fn unparseable_envelope_gets_a_clear_400() {
     assert_eq!(json["policy_decision"], "invalid_request");
     assert!(json["message"].as_str().unwrap().contains("not valid JSON"), "{json}");
 
-    let wrong_type = stack.post_json("/v1/message", &[], &serde_json::json!({"from": "alice", "to": "bob", "content": 7}));
+    let wrong_type = stack.post_json(
+        "/v1/message",
+        &[],
+        &serde_json::json!({"from": "alice", "to": "bob", "content": 7}),
+    );
     assert_eq!(wrong_type.status, 400);
-    assert!(wrong_type.json()["message"].as_str().unwrap().contains("field `content`"), "{}", wrong_type.body);
+    assert!(
+        wrong_type.json()["message"].as_str().unwrap().contains("field `content`"),
+        "{}",
+        wrong_type.body
+    );
     assert!(stack.upstream.seen().is_empty());
     assert_eq!(stack.records().len(), 2, "each rejection is audited");
 }
@@ -125,7 +141,11 @@ fn unauthenticated_sender_gets_401_and_trusted_header_identifies() {
 fn verify_passes_then_names_the_seq_of_a_changed_byte() {
     let stack = Stack::start(Options::default());
     for i in 0..5 {
-        let reply = stack.post_json("/v1/message", &[], &stack.alice.envelope("bob", &format!("report number {i}")));
+        let reply = stack.post_json(
+            "/v1/message",
+            &[],
+            &stack.alice.envelope("bob", &format!("report number {i}")),
+        );
         assert_eq!(reply.status, 200, "{}", reply.body);
     }
     let target = stack.records()[2].clone();
@@ -145,7 +165,12 @@ fn verify_passes_then_names_the_seq_of_a_changed_byte() {
     // Change one byte of one stored field in the file itself.
     let mut bytes = std::fs::read(&db).unwrap();
     let needle = target.body_sha256.as_bytes();
-    let at: Vec<usize> = bytes.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
+    let at: Vec<usize> = bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(at.len(), 1, "the body hash should be stored exactly once");
     bytes[at[0]] = if bytes[at[0]] == b'0' { b'1' } else { b'0' };
     std::fs::write(&db, &bytes).unwrap();
@@ -172,7 +197,11 @@ fn verify_exits_2_when_it_cannot_run() {
 fn sidecar_down_means_503_and_nothing_forwarded() {
     let mut stack = Stack::start(Options::default());
     stack.sidecar.process.kill();
-    let reply = stack.post_json("/v1/message", &[], &stack.alice.envelope("bob", "Please summarize the report"));
+    let reply = stack.post_json(
+        "/v1/message",
+        &[],
+        &stack.alice.envelope("bob", "Please summarize the report"),
+    );
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(reply.json()["policy_decision"], "audit_unavailable");
     assert!(stack.upstream.seen().is_empty(), "no action without evidence");
@@ -183,7 +212,8 @@ fn shipped_configs_validate_and_a_bad_one_is_refused_naming_the_field() {
     let root = warrant_e2e::repo_root();
     let (ok, output) = warrant_e2e::envoy::validate(&root.join("envoy/envoy.yaml"));
     assert!(ok, "{output}");
-    let (ok, output) = warrant_e2e::envoy::validate(&root.join("envoy/testdata/bad-unknown-field.yaml"));
+    let (ok, output) =
+        warrant_e2e::envoy::validate(&root.join("envoy/testdata/bad-unknown-field.yaml"));
     assert!(!ok, "a bad plugin configuration must fail validation");
     assert!(output.contains("field `identityy`"), "{output}");
 }

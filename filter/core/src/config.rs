@@ -260,8 +260,8 @@ impl Policy {
                 .map_err(|e| ConfigError::new(format!("keys.{name}"), e.to_string()))?;
             store.insert(name.clone(), key);
         }
-        let rules = Engine::new(&config.rules)
-            .map_err(|e| ConfigError::new("rules", e.to_string()))?;
+        let rules =
+            Engine::new(&config.rules).map_err(|e| ConfigError::new("rules", e.to_string()))?;
         Ok(Policy { config, keys: store, rules })
     }
 }
@@ -313,7 +313,8 @@ fn validate(config: &PluginConfig) -> Result<(), ConfigError> {
         return Err(ConfigError::new("identity.envelope_max_age_secs", "must be at least 1"));
     }
     for (i, print) in identity.revoked_keys.iter().enumerate() {
-        if print.len() != 64 || !print.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        if print.len() != 64
+            || !print.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(ConfigError::new(
                 format!("identity.revoked_keys[{i}]"),
@@ -347,7 +348,9 @@ fn check_agent_name(field: &str, name: &str) -> Result<(), ConfigError> {
 
 fn is_header_name(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// serde_json appends " at line L column C" to its messages; the field path
@@ -382,16 +385,32 @@ mod tests {
             ("unknown top-level field", r#"{"bogus": 1}"#, "bogus"),
             ("unknown nested field", r#"{"audit": {"clusterr": "x"}}"#, "audit.clusterr"),
             ("wrong type", r#"{"max_body_bytes": "big"}"#, "max_body_bytes"),
-            ("unknown source", r#"{"identity": {"sources": ["envelope", "dns"]}}"#, "identity.sources[1]"),
-            ("duplicate source", r#"{"identity": {"sources": ["mtls", "mtls"]}}"#, "identity.sources[1]"),
+            (
+                "unknown source",
+                r#"{"identity": {"sources": ["envelope", "dns"]}}"#,
+                "identity.sources[1]",
+            ),
+            (
+                "duplicate source",
+                r#"{"identity": {"sources": ["mtls", "mtls"]}}"#,
+                "identity.sources[1]",
+            ),
             ("zero timeout", r#"{"audit": {"timeout_ms": 0}}"#, "audit.timeout_ms"),
             ("empty cluster", r#"{"audit": {"cluster": " "}}"#, "audit.cluster"),
             ("body limit too big", r#"{"max_body_bytes": 100000000}"#, "max_body_bytes"),
             ("bad key", r#"{"keys": {"alice": "AAAA"}}"#, "keys.alice"),
             ("bad header name", r#"{"identity": {"header": "X Agent"}}"#, "identity.header"),
-            ("bad spiffe id", r#"{"identity": {"spiffe": {"dns://x": "a"}}}"#, "identity.spiffe.dns://x"),
+            (
+                "bad spiffe id",
+                r#"{"identity": {"spiffe": {"dns://x": "a"}}}"#,
+                "identity.spiffe.dns://x",
+            ),
             ("comma in name", r#"{"recipient": {"name": "a,b"}}"#, "recipient.name"),
-            ("bad revoked print", r#"{"identity": {"revoked_keys": ["abc"]}}"#, "identity.revoked_keys[0]"),
+            (
+                "bad revoked print",
+                r#"{"identity": {"revoked_keys": ["abc"]}}"#,
+                "identity.revoked_keys[0]",
+            ),
             ("not json", "{", "."),
         ];
         for (name, json, field) in cases {

@@ -116,7 +116,12 @@ impl Decision {
 }
 
 /// The JSON body of a local reply (see the module doc).
-pub fn reply_body(decision: Decision, message_id: &str, findings: &[Finding], message: &str) -> Vec<u8> {
+pub fn reply_body(
+    decision: Decision,
+    message_id: &str,
+    findings: &[Finding],
+    message: &str,
+) -> Vec<u8> {
     let rules: Vec<_> = findings
         .iter()
         .map(|f| {

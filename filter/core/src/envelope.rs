@@ -148,10 +148,12 @@ impl Envelope {
         let raw = STANDARD
             .decode(signature)
             .map_err(|_| EnvelopeError::Rejected("signature is not standard base64".into()))?;
-        let signature = Signature::from_slice(&raw)
-            .map_err(|_| EnvelopeError::Rejected(format!("signature has {} bytes, expected 64", raw.len())))?;
-        key.verify_strict(&self.signed_payload(timestamp), &signature)
-            .map_err(|_| EnvelopeError::Rejected(format!("signature does not verify for {:?}", self.from)))
+        let signature = Signature::from_slice(&raw).map_err(|_| {
+            EnvelopeError::Rejected(format!("signature has {} bytes, expected 64", raw.len()))
+        })?;
+        key.verify_strict(&self.signed_payload(timestamp), &signature).map_err(|_| {
+            EnvelopeError::Rejected(format!("signature does not verify for {:?}", self.from))
+        })
     }
 }
 
@@ -162,7 +164,9 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     if b.len() < 20 || b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
         return None;
     }
-    if !matches!(b.get(10), Some(b'T' | b't')) || b.get(13) != Some(&b':') || b.get(16) != Some(&b':')
+    if !matches!(b.get(10), Some(b'T' | b't'))
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
     {
         return None;
     }
@@ -175,7 +179,11 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     };
     let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
     let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
     {
         return None;
     }
@@ -270,7 +278,13 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("1970-01-01T01:00:00.123+01:00"), Some(0));
         assert_eq!(parse_rfc3339("2026-03-24T12:00:00Z"), Some(1_774_353_600));
-        for bad in ["", "2026-03-24", "2026-13-01T00:00:00Z", "2026-03-24T12:00:00", "2026-03-24T12:00:00.Z"] {
+        for bad in [
+            "",
+            "2026-03-24",
+            "2026-13-01T00:00:00Z",
+            "2026-03-24T12:00:00",
+            "2026-03-24T12:00:00.Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
@@ -299,7 +313,10 @@ mod tests {
         let edge = signed(&key, "x", &format_rfc3339(NOW - 300));
         let public = key.verifying_key();
         assert!(matches!(old.verify(&public, NOW, 300, 30), Err(EnvelopeError::BadTimestamp(_))));
-        assert!(matches!(future.verify(&public, NOW, 300, 30), Err(EnvelopeError::BadTimestamp(_))));
+        assert!(matches!(
+            future.verify(&public, NOW, 300, 30),
+            Err(EnvelopeError::BadTimestamp(_))
+        ));
         assert_eq!(edge.verify(&public, NOW, 300, 30), Ok(()));
     }
 

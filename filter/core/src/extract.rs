@@ -95,13 +95,20 @@ impl std::error::Error for ExtractError {}
 ///
 /// # Errors
 /// [`ExtractError`] when a JSON body cannot be read.
-pub fn extract(head: &RequestHead, body: &[u8], envelopes: bool) -> Result<Extracted, ExtractError> {
+pub fn extract(
+    head: &RequestHead,
+    body: &[u8],
+    envelopes: bool,
+) -> Result<Extracted, ExtractError> {
     if body.is_empty() {
         return Ok(Extracted { kind: BodyKind::Empty, parts: Vec::new() });
     }
     if !head.is_json() {
         let text = String::from_utf8_lossy(body).into_owned();
-        return Ok(Extracted { kind: BodyKind::Text, parts: vec![Part { kind: ContentKind::Body, text }] });
+        return Ok(Extracted {
+            kind: BodyKind::Text,
+            parts: vec![Part { kind: ContentKind::Body, text }],
+        });
     }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ExtractError::InvalidJson(e.to_string()))?;
@@ -121,7 +128,10 @@ pub fn extract(head: &RequestHead, body: &[u8], envelopes: bool) -> Result<Extra
     })
 }
 
-fn json_rpc(method: String, object: &serde_json::Map<String, Value>) -> Result<Extracted, ExtractError> {
+fn json_rpc(
+    method: String,
+    object: &serde_json::Map<String, Value>,
+) -> Result<Extracted, ExtractError> {
     if method != "tools/call" {
         let text = strings_of(&Value::Object(object.clone()));
         let parts = vec![Part { kind: ContentKind::Body, text }];
@@ -194,7 +204,10 @@ mod tests {
     fn mcp_tools_call_yields_tool_name_and_decoded_arguments() {
         let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"shell","arguments":{"cmd":"\u0069nsmod x"}}}"#;
         let got = extract(&json_head(), body, true).unwrap();
-        assert_eq!(got.kind, BodyKind::JsonRpc { method: "tools/call".into(), tool: Some("shell".into()) });
+        assert_eq!(
+            got.kind,
+            BodyKind::JsonRpc { method: "tools/call".into(), tool: Some("shell".into()) }
+        );
         assert_eq!(got.parts[0], Part { kind: ContentKind::ToolName, text: "shell".into() });
         assert_eq!(got.parts[1].kind, ContentKind::ToolArguments);
         assert!(got.parts[1].text.contains("insmod x"), "{}", got.parts[1].text);
@@ -208,7 +221,10 @@ mod tests {
 
     #[test]
     fn invalid_json_is_refused_and_text_is_scanned_as_is() {
-        assert!(matches!(extract(&json_head(), b"{\"from\": ", true), Err(ExtractError::InvalidJson(_))));
+        assert!(matches!(
+            extract(&json_head(), b"{\"from\": ", true),
+            Err(ExtractError::InvalidJson(_))
+        ));
         let text = RequestHead { content_type: "text/plain".into(), ..Default::default() };
         let got = extract(&text, b"plain \xff words", true).unwrap();
         assert_eq!(got.kind, BodyKind::Text);

@@ -83,12 +83,7 @@ pub fn identify(
     let refuse = |decision, reason: String, signature, print: String| Refusal {
         decision,
         reason,
-        sender: Sender {
-            name: claimed.clone(),
-            source: None,
-            signature,
-            key_fingerprint: print,
-        },
+        sender: Sender { name: claimed.clone(), source: None, signature, key_fingerprint: print },
     };
 
     // 1. Try the sources in order.
@@ -106,7 +101,7 @@ pub fn identify(
                         ));
                     };
                     let print = policy.keys.fingerprint(&e.from).unwrap_or_default().to_string();
-                    if identity.revoked_keys.iter().any(|r| *r == print) {
+                    if identity.revoked_keys.contains(&print) {
                         return Err(refuse(
                             Decision::IdentityRejected,
                             format!("the key of sender {:?} is revoked", e.from),

@@ -130,7 +130,12 @@ fn base_record(policy: &Policy, head: &RequestHead, message_id: &str) -> AuditRe
     }
 }
 
-fn finish(mut record: AuditRecord, decision: Decision, message: String, findings: Vec<Finding>) -> Outcome {
+fn finish(
+    mut record: AuditRecord,
+    decision: Decision,
+    message: String,
+    findings: Vec<Finding>,
+) -> Outcome {
     record.status = decision.status().into();
     record.decision = decision.code().into();
     record.http_status = decision.http_status().unwrap_or(0);
@@ -306,7 +311,10 @@ mod tests {
             let sig = STANDARD.encode(alice().sign(payload.as_bytes()).to_bytes());
             serde_json::json!({"from":"alice","to":"bob","content":"hi","timestamp":ts,"signature":sig}).to_string()
         };
-        assert_eq!(run(&policy(""), &json_head(), stale.as_bytes()).decision, Decision::InvalidRequest);
+        assert_eq!(
+            run(&policy(""), &json_head(), stale.as_bytes()).decision,
+            Decision::InvalidRequest
+        );
     }
 
     #[test]
