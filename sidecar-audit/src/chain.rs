@@ -239,7 +239,12 @@ mod tests {
 
     #[test]
     fn hash_covers_every_field_position_and_chain() {
-        let entry = Entry { message_id: "m".into(), from_agent: "ab".into(), to_agent: "c".into(), ..Default::default() };
+        let entry = Entry {
+            message_id: "m".into(),
+            from_agent: "ab".into(),
+            to_agent: "c".into(),
+            ..Default::default()
+        };
         let base = entry.hash(&[0; 16], 1, &[0; 32]);
         let shifted = Entry { from_agent: "a".into(), to_agent: "bc".into(), ..entry.clone() };
         assert_ne!(base, shifted.hash(&[0; 16], 1, &[0; 32]), "length prefixes must disambiguate");

@@ -71,7 +71,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { db, listen } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(warrant_audit::server::serve(warrant_audit::server::ServeOptions { db, listen }))?;
+            runtime.block_on(warrant_audit::server::serve(
+                warrant_audit::server::ServeOptions { db, listen },
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { db, json } => {

@@ -132,7 +132,9 @@ impl AuditService for AuditServer {
 fn status_of(error: AppendError) -> Status {
     match error {
         AppendError::Stopped => Status::unavailable("the audit writer is shutting down"),
-        AppendError::Storage(e) => Status::unavailable(format!("the audit database refused the record: {e}")),
+        AppendError::Storage(e) => {
+            Status::unavailable(format!("the audit database refused the record: {e}"))
+        }
     }
 }
 
@@ -162,11 +164,15 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     println!("warrant-audit: listening grpc={bound}");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    let service = crate::proto::audit_service_server::AuditServiceServer::new(AuditServer::new(writer))
-        .max_decoding_message_size(MAX_RECORD_BYTES);
+    let service =
+        crate::proto::audit_service_server::AuditServiceServer::new(AuditServer::new(writer))
+            .max_decoding_message_size(MAX_RECORD_BYTES);
     tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown_signal(),
+        )
         .await?;
     // The service (and so every Writer clone) is gone: the writer drains
     // what is queued, commits, and stops.

@@ -61,15 +61,20 @@ impl Store {
     /// The file cannot be opened or created, or holds another schema.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
         create_private(path)?;
-        let conn = Connection::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+        let conn =
+            Connection::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version == 0 {
-            init_schema(&conn).with_context(|| format!("{}: cannot create the schema", path.display()))?;
+            init_schema(&conn)
+                .with_context(|| format!("{}: cannot create the schema", path.display()))?;
         } else if version != SCHEMA_VERSION {
-            bail!("{}: schema version {version} is not supported (this build reads {SCHEMA_VERSION})", path.display());
+            bail!(
+                "{}: schema version {version} is not supported (this build reads {SCHEMA_VERSION})",
+                path.display()
+            );
         }
         let chain_id = read_chain_id(&conn).with_context(|| path.display().to_string())?;
         let head = read_head(&conn)?;
@@ -86,7 +91,9 @@ impl Store {
         }
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
         )
         .with_context(|| format!("{}: cannot open read-only", path.display()))?;
         conn.pragma_update(None, "query_only", true)?;
@@ -94,7 +101,10 @@ impl Store {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .with_context(|| format!("{}: not a readable SQLite database", path.display()))?;
         if version != SCHEMA_VERSION {
-            bail!("{}: schema version {version} is not supported (this build reads {SCHEMA_VERSION})", path.display());
+            bail!(
+                "{}: schema version {version} is not supported (this build reads {SCHEMA_VERSION})",
+                path.display()
+            );
         }
         Ok(conn)
     }
@@ -118,7 +128,11 @@ impl Store {
     ///
     /// # Errors
     /// SQLite refused the transaction (disk full, read-only file, ...).
-    pub fn append_batch(&mut self, records: &[AuditRecord], now_ns: i64) -> anyhow::Result<Vec<Appended>> {
+    pub fn append_batch(
+        &mut self,
+        records: &[AuditRecord],
+        now_ns: i64,
+    ) -> anyhow::Result<Vec<Appended>> {
         let saved = self.head;
         let result = self.append_in_transaction(records, now_ns);
         if result.is_err() {
@@ -127,15 +141,21 @@ impl Store {
         result
     }
 
-    fn append_in_transaction(&mut self, records: &[AuditRecord], now_ns: i64) -> anyhow::Result<Vec<Appended>> {
+    fn append_in_transaction(
+        &mut self,
+        records: &[AuditRecord],
+        now_ns: i64,
+    ) -> anyhow::Result<Vec<Appended>> {
         let tx = self.conn.transaction()?;
         let mut out = Vec::with_capacity(records.len());
         {
-            let mut existing = tx.prepare_cached("SELECT seq, entry_hash FROM entries WHERE message_id = ?1")?;
+            let mut existing =
+                tx.prepare_cached("SELECT seq, entry_hash FROM entries WHERE message_id = ?1")?;
             let mut insert = tx.prepare_cached(&insert_sql())?;
             for record in records {
-                let found: Option<(i64, Vec<u8>)> =
-                    existing.query_row([&record.message_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+                let found: Option<(i64, Vec<u8>)> = existing
+                    .query_row([&record.message_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
                 if let Some((seq, hash)) = found {
                     out.push(Appended { seq: seq as u64, hash: to_hash(&hash), duplicate: true });
                     continue;
@@ -167,7 +187,8 @@ fn create_private(path: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create directory", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create directory", dir.display()))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -179,7 +200,8 @@ fn create_private(path: &Path) -> anyhow::Result<()> {
 
 fn init_schema(conn: &Connection) -> anyhow::Result<()> {
     let mut chain_id = [0u8; 16];
-    getrandom::fill(&mut chain_id).map_err(|e| anyhow::anyhow!("no randomness for the chain id: {e}"))?;
+    getrandom::fill(&mut chain_id)
+        .map_err(|e| anyhow::anyhow!("no randomness for the chain id: {e}"))?;
     let columns: Vec<String> = Entry::FIELDS
         .iter()
         .zip(Entry::default().values())
@@ -218,7 +240,10 @@ fn init_schema(conn: &Connection) -> anyhow::Result<()> {
 fn insert_sql() -> String {
     let names = Entry::FIELDS.join(", ");
     let marks: Vec<String> = (1..=Entry::FIELDS.len() + 3).map(|i| format!("?{i}")).collect();
-    format!("INSERT INTO entries (seq, {names}, prev_hash, entry_hash) VALUES ({})", marks.join(", "))
+    format!(
+        "INSERT INTO entries (seq, {names}, prev_hash, entry_hash) VALUES ({})",
+        marks.join(", ")
+    )
 }
 
 /// Reads the chain id and checks the format version.
@@ -227,17 +252,23 @@ fn insert_sql() -> String {
 /// The row is missing or malformed, or of another format.
 pub fn read_chain_id(conn: &Connection) -> anyhow::Result<[u8; 16]> {
     let (id, format): (Vec<u8>, i64) = conn
-        .query_row("SELECT chain_id, format_version FROM chain WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT chain_id, format_version FROM chain WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .context("the chain row is missing")?;
     if format != i64::from(FORMAT_VERSION) {
         bail!("chain format version {format} is not supported (this build reads {FORMAT_VERSION})");
     }
-    id.as_slice().try_into().map_err(|_| anyhow::anyhow!("chain id has {} bytes, expected 16", id.len()))
+    id.as_slice()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("chain id has {} bytes, expected 16", id.len()))
 }
 
 fn read_head(conn: &Connection) -> anyhow::Result<Head> {
     let last: Option<(i64, Vec<u8>)> = conn
-        .query_row("SELECT seq, entry_hash FROM entries ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT seq, entry_hash FROM entries ORDER BY seq DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
     Ok(match last {
         Some((seq, hash)) => Head { seq: seq as u64, hash: to_hash(&hash) },
@@ -258,7 +289,12 @@ mod tests {
     use super::*;
 
     fn record(id: &str) -> AuditRecord {
-        AuditRecord { message_id: id.into(), from: "alice".into(), status: "delivered".into(), ..Default::default() }
+        AuditRecord {
+            message_id: id.into(),
+            from: "alice".into(),
+            status: "delivered".into(),
+            ..Default::default()
+        }
     }
 
     #[test]

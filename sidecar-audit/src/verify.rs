@@ -67,7 +67,9 @@ pub fn verify(path: &Path) -> anyhow::Result<Report> {
     let conn = Store::open_read_only(path)?;
     let chain_id = read_chain_id(&conn).with_context(|| path.display().to_string())?;
     let names = Entry::FIELDS.join(", ");
-    let mut stmt = conn.prepare(&format!("SELECT seq, {names}, prev_hash, entry_hash FROM entries ORDER BY seq"))?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT seq, {names}, prev_hash, entry_hash FROM entries ORDER BY seq"
+    ))?;
     let mut rows = stmt.query([])?;
     let mut report = Report {
         valid: true,
@@ -116,8 +118,11 @@ fn check_row(
     // 1. Position.
     let seq: i64 = row.get(0)?;
     if u64::try_from(seq).ok() != Some(expected_seq) {
-        let mut broken = fail("entry missing or out of sequence", expected_seq.to_string(), seq.to_string());
-        broken.reason = format!("expected seq {expected_seq}, found seq {seq} (an entry was deleted or inserted)");
+        let mut broken =
+            fail("entry missing or out of sequence", expected_seq.to_string(), seq.to_string());
+        broken.reason = format!(
+            "expected seq {expected_seq}, found seq {seq} (an entry was deleted or inserted)"
+        );
         return Ok(Err(broken));
     }
 
@@ -126,7 +131,11 @@ fn check_row(
     let stored_prev = blob(row.get_ref(n + 1)?);
     if stored_prev.as_deref() != Some(prev.as_slice()) {
         let found = stored_prev.map(hex::encode).unwrap_or_else(|| "<not a blob>".into());
-        return Ok(Err(fail("chain link broken: prev_hash is not the previous entry's hash", hex::encode(prev), found)));
+        return Ok(Err(fail(
+            "chain link broken: prev_hash is not the previous entry's hash",
+            hex::encode(prev),
+            found,
+        )));
     }
 
     // 3. Content.
@@ -134,7 +143,11 @@ fn check_row(
     for (i, name) in Entry::FIELDS.iter().enumerate() {
         let value = row.get_ref(i + 1)?;
         if let Err(found) = set_field(&mut entry, i, value) {
-            return Ok(Err(fail(&format!("column {name} has the wrong type"), "its declared type".into(), found)));
+            return Ok(Err(fail(
+                &format!("column {name} has the wrong type"),
+                "its declared type".into(),
+                found,
+            )));
         }
     }
     let computed = entry.hash(chain_id, expected_seq, prev);
@@ -164,7 +177,8 @@ fn set_field(entry: &mut Entry, i: usize, value: ValueRef<'_>) -> Result<(), Str
     let kind = template.values().get(i).copied();
     match (kind, value) {
         (Some(FieldValue::Text(_)), ValueRef::Text(bytes)) => {
-            let text = String::from_utf8(bytes.to_vec()).map_err(|_| "text that is not UTF-8".to_string())?;
+            let text = String::from_utf8(bytes.to_vec())
+                .map_err(|_| "text that is not UTF-8".to_string())?;
             *text_field(entry, i).ok_or("unknown column")? = text;
             Ok(())
         }
@@ -246,7 +260,11 @@ mod tests {
         let path = dir.path().join("audit.db");
         let mut store = Store::open(&path).unwrap();
         let records: Vec<_> = (0..n)
-            .map(|i| AuditRecord { message_id: format!("m-{i}"), from: "alice".into(), ..Default::default() })
+            .map(|i| AuditRecord {
+                message_id: format!("m-{i}"),
+                from: "alice".into(),
+                ..Default::default()
+            })
             .collect();
         store.append_batch(&records, 5).unwrap();
         (dir, path)
