@@ -17,6 +17,7 @@
 //! `Result`, never the trait helpers that unwrap; a panic would trap and kill
 //! the VM of this worker.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,8 +28,10 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 use warrant_core::config::{IdentitySource, Policy};
 use warrant_core::decision::Decision;
-use warrant_core::pipeline::{evaluate, refuse_early, Outcome};
-use warrant_core::request::RequestHead;
+use warrant_core::pipeline::{evaluate, refuse_early, Env, Outcome};
+use warrant_core::request::{HeaderNames, RequestHead};
+use warrant_delegation::ChainCache;
+use warrant_session::{OsRandom, SetError, SharedStore, StoreError};
 use warrant_wire::{APPEND_METHOD, AUDIT_SERVICE};
 
 proxy_wasm::main! {{
@@ -47,6 +50,27 @@ struct Shared {
     policy: Policy,
     /// Counter id per decision, in [`Decision::ALL`] order.
     decision_counters: Vec<Option<u32>>,
+    /// Verified delegation chains of this VM (a VM is single-threaded).
+    chains: RefCell<ChainCache>,
+}
+
+/// Proxy-wasm shared data: one store for all VMs with our `vm_id`, so all
+/// workers of this Envoy. The SDK's functions panic on statuses the host
+/// contract does not allow for these calls; the others come back as errors.
+struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        hostcalls::get_shared_data(key).map_err(|status| StoreError::new(format!("{status:?}")))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(proxy_wasm::types::Status::CasMismatch) => Err(SetError::CasMismatch),
+            Err(status) => Err(SetError::Store(StoreError::new(format!("{status:?}")))),
+        }
+    }
 }
 
 impl Shared {
@@ -87,6 +111,14 @@ impl RootContext for WarrantRoot {
                 return false;
             }
         };
+        // Shared data has no create-if-absent: make every session bucket
+        // exist before the first request, so the first write to each is a
+        // compare-and-swap (see warrant-session).
+        if let Err(e) = policy.sessions.prepare(&HostStore) {
+            error!("warrant: cannot prepare the session table: {e}");
+            return false;
+        }
+        let chains = RefCell::new(ChainCache::new(policy.config.delegation.cache_entries));
         let decision_counters = Decision::ALL
             .iter()
             .map(|d| {
@@ -100,13 +132,18 @@ impl RootContext for WarrantRoot {
             policy.keys.len(),
             policy.config.audit.cluster
         );
-        self.shared = Some(Rc::new(Shared { policy, decision_counters }));
+        self.shared = Some(Rc::new(Shared { policy, decision_counters, chains }));
         true
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let shared = self.shared.clone()?;
-        Some(Box::new(WarrantHttp { context_id, shared, stage: Stage::ExpectHeaders }))
+        Some(Box::new(WarrantHttp {
+            context_id,
+            shared,
+            stage: Stage::ExpectHeaders,
+            response_headers: Vec::new(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -126,6 +163,8 @@ struct WarrantHttp {
     context_id: u32,
     shared: Rc<Shared>,
     stage: Stage,
+    /// Set on the response (forwarded or local) once decided.
+    response_headers: Vec<(String, String)>,
 }
 
 impl WarrantHttp {
@@ -150,19 +189,45 @@ impl WarrantHttp {
                         "#{} on_http_request_body: cannot read body: {status:?}",
                         self.context_id
                     );
-                    let outcome = refuse_early(
-                        self.policy(),
-                        &head,
-                        &message_id,
-                        Decision::InvalidRequest,
-                        "the request body could not be read".into(),
-                    );
+                    let message = "the request body could not be read".to_string();
+                    let outcome =
+                        self.refuse(&head, &message_id, Decision::InvalidRequest, message);
                     return self.send_record(outcome);
                 }
             }
         };
-        let outcome = evaluate(self.policy(), &head, &body, &message_id, now_nanos());
+        let shared = Rc::clone(&self.shared);
+        let mut chains = match shared.chains.try_borrow_mut() {
+            Ok(chains) => chains,
+            Err(_) => {
+                // Only one request runs at a time in a VM; a second borrow
+                // would be our bug. Refuse rather than skip the checks.
+                error!("#{} chain cache busy", self.context_id);
+                let message = "internal error".to_string();
+                let outcome = self.refuse(&head, &message_id, Decision::InvalidRequest, message);
+                return self.send_record(outcome);
+            }
+        };
+        let mut random = OsRandom;
+        let mut env = Env { store: &HostStore, random: &mut random, chains: &mut chains };
+        let outcome = evaluate(&shared.policy, &mut env, &head, &body, &message_id, now_nanos());
+        drop(chains);
         self.send_record(outcome)
+    }
+
+    /// An outcome for a request refused before (or instead of) a full
+    /// evaluation.
+    fn refuse(
+        &self,
+        head: &RequestHead,
+        message_id: &str,
+        decision: Decision,
+        message: String,
+    ) -> Outcome {
+        let mut chains = ChainCache::new(0);
+        let mut random = OsRandom;
+        let mut env = Env { store: &HostStore, random: &mut random, chains: &mut chains };
+        refuse_early(self.policy(), &mut env, head, message_id, decision, message)
     }
 
     /// Sends the outcome's record to the sidecar and holds the request until
@@ -207,6 +272,7 @@ impl WarrantHttp {
     /// Carries out a decision whose record the sidecar acknowledged.
     fn apply(&mut self, outcome: &Outcome) {
         self.stage = Stage::Done;
+        self.response_headers.clone_from(&outcome.response_headers);
         self.shared.count(outcome.decision);
         if outcome.decision.forwards() {
             for (name, value) in &outcome.forward_headers {
@@ -230,6 +296,7 @@ impl WarrantHttp {
     /// safe direction), and the missing record is logged as an error.
     fn audit_failed(&mut self, outcome: &Outcome) {
         self.stage = Stage::Done;
+        self.response_headers.clone_from(&outcome.response_headers);
         if outcome.decision.forwards() {
             self.shared.count(Decision::AuditUnavailable);
             self.reply(503, &outcome.reply_body(Decision::AuditUnavailable));
@@ -289,9 +356,14 @@ impl HttpContext for WarrantHttp {
             }
         };
         let policy = self.policy();
+        let names = HeaderNames {
+            identity: &policy.config.identity.header,
+            delegation: &policy.config.delegation.header,
+            session: &policy.config.sessions.header,
+        };
         let mut head = RequestHead::from_headers(
             headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-            &policy.config.identity.header,
+            &names,
         );
         head.received_at_unix_nanos = received;
         if policy.config.identity.sources.contains(&IdentitySource::Mtls) {
@@ -304,8 +376,7 @@ impl HttpContext for WarrantHttp {
                 "body of {} bytes is over the limit of {limit}",
                 head.content_length.unwrap_or(0)
             );
-            let outcome =
-                refuse_early(policy, &head, &message_id, Decision::PayloadTooLarge, message);
+            let outcome = self.refuse(&head, &message_id, Decision::PayloadTooLarge, message);
             return self.send_record(outcome);
         }
         if end_of_stream {
@@ -329,8 +400,7 @@ impl HttpContext for WarrantHttp {
                 return Action::Pause;
             };
             let message = format!("body grew past the limit of {limit} bytes");
-            let outcome =
-                refuse_early(self.policy(), &head, &message_id, Decision::PayloadTooLarge, message);
+            let outcome = self.refuse(&head, &message_id, Decision::PayloadTooLarge, message);
             return self.send_record(outcome);
         }
         if !end_of_stream {
@@ -342,6 +412,19 @@ impl HttpContext for WarrantHttp {
             return Action::Pause;
         };
         self.decide_with_body(*head, message_id, body_size)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // Local replies pass through here too, so the session id reaches
+        // the caller whatever the decision.
+        for (name, value) in &self.response_headers {
+            if let Err(status) =
+                hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value))
+            {
+                error!("#{} cannot set response header {name}: {status:?}", self.context_id);
+            }
+        }
+        Action::Continue
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {

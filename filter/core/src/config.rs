@@ -17,7 +17,9 @@ use std::fmt;
 
 use serde::Deserialize;
 use warrant_delegation::keys::{self, KeyStore};
+use warrant_delegation::{DelegationConfig, VerifyPolicy};
 use warrant_rules::{Engine, RulesConfig};
+use warrant_session::{SessionConfig, SessionTracker};
 
 /// The JSON document, as written by the operator. Every field has a default
 /// except where noted, so `{}` is a valid (if not very useful) configuration
@@ -50,6 +52,47 @@ pub struct PluginConfig {
     /// Detection rules: overrides and additions to the built-in library.
     #[serde(default)]
     pub rules: RulesConfig,
+    /// Delegation chains (`X-Oktsec-Delegation`): header name, whether a
+    /// chain is required, size and depth caps, revoked delegators.
+    #[serde(default)]
+    pub delegation: DelegationConfig,
+    /// Session tracking (`X-Oktsec-Session`): header, idle timeout, bound.
+    #[serde(default)]
+    pub sessions: SessionConfig,
+    /// Per-agent authority: who may message whom, who is suspended. Keyed
+    /// by agent name. With a delegation chain, the chain's root is the agent
+    /// whose authority counts. Default: none (everyone may message anyone).
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentPolicy>,
+    /// What an agent missing from `agents` may do when `agents` is not
+    /// empty: `allow` (default) or `deny`.
+    #[serde(default)]
+    pub default_policy: DefaultPolicy,
+}
+
+/// One agent's authority.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentPolicy {
+    /// Recipients this agent may message; `"*"` means any. Empty (the
+    /// default) means any.
+    #[serde(default)]
+    pub can_message: Vec<String>,
+    /// A suspended agent's requests are refused (`agent_suspended`), and
+    /// so are requests to it (`recipient_suspended`). Default `false`.
+    #[serde(default)]
+    pub suspended: bool,
+}
+
+/// What unknown agents may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultPolicy {
+    /// Unknown agents may message anyone.
+    #[default]
+    Allow,
+    /// Unknown agents are refused (`acl_denied`).
+    Deny,
 }
 
 /// Where and how audit records are sent.
@@ -231,6 +274,10 @@ pub struct Policy {
     pub keys: KeyStore,
     /// Compiled detection rules.
     pub rules: Engine,
+    /// Delegation verification policy (limits, revocations).
+    pub delegation: VerifyPolicy,
+    /// Session tracking over shared data.
+    pub sessions: SessionTracker,
 }
 
 impl Policy {
@@ -262,7 +309,10 @@ impl Policy {
         }
         let rules =
             Engine::new(&config.rules).map_err(|e| ConfigError::new("rules", e.to_string()))?;
-        Ok(Policy { config, keys: store, rules })
+        let delegation = VerifyPolicy::from_config(&config.delegation, 0);
+        let sessions = SessionTracker::new(&config.sessions)
+            .map_err(|e| ConfigError::new("sessions", e.to_string()))?;
+        Ok(Policy { config, keys: store, rules, delegation, sessions })
     }
 }
 
@@ -324,6 +374,21 @@ fn validate(config: &PluginConfig) -> Result<(), ConfigError> {
     }
     for name in config.keys.keys() {
         check_agent_name(&format!("keys.{name}"), name)?;
+    }
+    config.delegation.validate().map_err(|e| {
+        ConfigError::new(
+            format!("delegation.{}", e.field.trim_start_matches("delegation.")),
+            e.reason,
+        )
+    })?;
+    config.sessions.validate().map_err(|e| ConfigError::new("sessions", e.to_string()))?;
+    for (name, agent) in &config.agents {
+        check_agent_name(&format!("agents.{name}"), name)?;
+        for (i, to) in agent.can_message.iter().enumerate() {
+            if to != "*" {
+                check_agent_name(&format!("agents.{name}.can_message[{i}]"), to)?;
+            }
+        }
     }
     if let Some(name) = &config.recipient.name {
         check_agent_name("recipient.name", name)?;
@@ -412,6 +477,19 @@ mod tests {
                 "identity.revoked_keys[0]",
             ),
             ("not json", "{", "."),
+            ("bad delegation cap", r#"{"delegation": {"max_tokens": 0}}"#, "delegation.max_tokens"),
+            (
+                "unknown delegation key",
+                r#"{"delegation": {"requires": true}}"#,
+                "delegation.requires",
+            ),
+            ("bad session timeout", r#"{"sessions": {"idle_timeout_secs": 0}}"#, "sessions"),
+            ("bad default policy", r#"{"default_policy": "maybe"}"#, "default_policy"),
+            (
+                "bad acl entry",
+                r#"{"agents": {"a": {"can_message": ["x,y"]}}}"#,
+                "agents.a.can_message[0]",
+            ),
         ];
         for (name, json, field) in cases {
             assert_eq!(error(json).field(), *field, "case {name}: {}", error(json));

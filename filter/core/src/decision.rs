@@ -11,6 +11,13 @@
 //! | `signature_required` | `rejected` | 401 | no source authenticated the sender |
 //! | `invalid_request` | `rejected` | 400 | unreadable JSON, bad envelope, bad timestamp |
 //! | `payload_too_large` | `rejected` | 413 | body over `max_body_bytes` |
+//! | `delegation_required` | `rejected` | 401 | no chain while `delegation.require_delegation` is set |
+//! | `delegation_invalid` | `rejected` | 403 | a chain that does not verify or is not the sender's |
+//! | `delegation_depth_exceeded` | `rejected` | 403 | more tokens than the sender's cap |
+//! | `delegation_scope_violation` | `rejected` | 403 | an MCP tool outside the chain's tools |
+//! | `agent_suspended` | `rejected` | 403 | the sender or the chain's root is suspended |
+//! | `recipient_suspended` | `rejected` | 403 | the recipient is suspended |
+//! | `acl_denied` | `rejected` | 403 | the sender (or chain root) may not message the recipient |
 //! | `audit_unavailable` | `error` | 503 | the sidecar did not acknowledge the record in time |
 //!
 //! The local reply body is JSON:
@@ -41,13 +48,27 @@ pub enum Decision {
     InvalidRequest,
     /// The body is over the limit (413).
     PayloadTooLarge,
+    /// A chain is required and missing (401).
+    DelegationRequired,
+    /// The chain does not verify or does not belong to the sender (403).
+    DelegationInvalid,
+    /// The chain has more tokens than the sender's cap (403).
+    DelegationDepthExceeded,
+    /// The MCP tool called is outside the chain's tools (403).
+    DelegationScopeViolation,
+    /// The sender or the chain's root is suspended (403).
+    AgentSuspended,
+    /// The recipient is suspended (403).
+    RecipientSuspended,
+    /// The ACL does not let the sender (or root) message the recipient (403).
+    AclDenied,
     /// The audit sidecar did not take the record (503).
     AuditUnavailable,
 }
 
 impl Decision {
     /// Every decision, for metrics and documentation.
-    pub const ALL: [Decision; 9] = [
+    pub const ALL: [Decision; 16] = [
         Decision::Allow,
         Decision::ContentFlagged,
         Decision::ContentQuarantined,
@@ -56,6 +77,13 @@ impl Decision {
         Decision::SignatureRequired,
         Decision::InvalidRequest,
         Decision::PayloadTooLarge,
+        Decision::DelegationRequired,
+        Decision::DelegationInvalid,
+        Decision::DelegationDepthExceeded,
+        Decision::DelegationScopeViolation,
+        Decision::AgentSuspended,
+        Decision::RecipientSuspended,
+        Decision::AclDenied,
         Decision::AuditUnavailable,
     ];
 
@@ -80,6 +108,13 @@ impl Decision {
             Decision::SignatureRequired => "signature_required",
             Decision::InvalidRequest => "invalid_request",
             Decision::PayloadTooLarge => "payload_too_large",
+            Decision::DelegationRequired => "delegation_required",
+            Decision::DelegationInvalid => "delegation_invalid",
+            Decision::DelegationDepthExceeded => "delegation_depth_exceeded",
+            Decision::DelegationScopeViolation => "delegation_scope_violation",
+            Decision::AgentSuspended => "agent_suspended",
+            Decision::RecipientSuspended => "recipient_suspended",
+            Decision::AclDenied => "acl_denied",
             Decision::AuditUnavailable => "audit_unavailable",
         }
     }
@@ -101,11 +136,28 @@ impl Decision {
         match self {
             Decision::Allow | Decision::ContentFlagged => None,
             Decision::ContentQuarantined => Some(202),
-            Decision::ContentBlocked | Decision::IdentityRejected => Some(403),
-            Decision::SignatureRequired => Some(401),
+            Decision::ContentBlocked
+            | Decision::IdentityRejected
+            | Decision::DelegationInvalid
+            | Decision::DelegationDepthExceeded
+            | Decision::DelegationScopeViolation
+            | Decision::AgentSuspended
+            | Decision::RecipientSuspended
+            | Decision::AclDenied => Some(403),
+            Decision::SignatureRequired | Decision::DelegationRequired => Some(401),
             Decision::InvalidRequest => Some(400),
             Decision::PayloadTooLarge => Some(413),
             Decision::AuditUnavailable => Some(503),
+        }
+    }
+
+    /// The decision for a delegation refusal code (see
+    /// `DelegationError::decision`).
+    pub fn from_delegation_code(code: &str) -> Decision {
+        match code {
+            "delegation_depth_exceeded" => Decision::DelegationDepthExceeded,
+            "delegation_scope_violation" => Decision::DelegationScopeViolation,
+            _ => Decision::DelegationInvalid,
         }
     }
 

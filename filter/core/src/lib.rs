@@ -18,6 +18,7 @@
 //! Nothing here calls the proxy host: time, randomness and header values are
 //! passed in, so every path is testable natively and on wasm32.
 
+pub mod authority;
 pub mod config;
 pub mod decision;
 pub mod envelope;

@@ -2,26 +2,50 @@
 //!
 //! [`evaluate`] runs the steps in order and stops at the first refusal:
 //! 1. read the body ([`crate::extract`]): unreadable JSON is 400;
-//! 2. identify the sender ([`crate::identity`]): 400, 401 or 403;
-//! 3. name the recipient: the envelope's `to`, else `recipient.name`, else
+//! 2. name the recipient: the envelope's `to`, else `recipient.name`, else
 //!    `recipient.authorities[:authority]`, else `:authority`;
-//! 4. scan the content with the rules and turn the verdict into a decision.
+//! 3. identify the sender ([`crate::identity`]): 400, 401 or 403;
+//! 4. resolve the session (never refuses; see [`Env`]);
+//! 5. verify and bind the delegation chain, when there is one: 401 or 403;
+//! 6. check suspension and the ACL against the principal
+//!    ([`crate::authority`]): 403;
+//! 7. scan the content with the rules and turn the verdict into a decision.
 //!
-//! Every path yields an [`Outcome`]: the decision, the local reply (when the
-//! request is not forwarded) and exactly one [`AuditRecord`].
+//! Every path yields an [`Outcome`]: the decision, the headers to add, and
+//! exactly one [`AuditRecord`].
 
 use sha2::{Digest, Sha256};
+use warrant_delegation::{authorize, tool_allowed, ChainCache, Timestamp};
 use warrant_rules::Finding;
+use warrant_session::{parse_explicit, Explicit, RandomSource, SessionId, SharedStore};
 use warrant_wire::AuditRecord;
 
-use crate::config::Policy;
+use crate::config::{IdentitySource, Policy};
 use crate::decision::{reply_body, Decision};
-use crate::extract::{extract, BodyKind, ExtractError};
+use crate::extract::{extract, BodyKind};
 use crate::identity::{identify, SignatureState};
 use crate::request::RequestHead;
 
 /// The header set on a forwarded, flagged request.
 pub const VERDICT_HEADER: &str = "x-oktsec-verdict";
+
+/// What a decision needs from the VM besides the request: the host's shared
+/// data (sessions), randomness (new session ids) and the VM's cache of
+/// verified chains.
+pub struct Env<'a> {
+    /// Cross-worker shared data.
+    pub store: &'a dyn SharedStore,
+    /// A CSPRNG.
+    pub random: &'a mut dyn RandomSource,
+    /// Verified delegation chains of this VM.
+    pub chains: &'a mut ChainCache,
+}
+
+impl std::fmt::Debug for Env<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env").finish_non_exhaustive()
+    }
+}
 
 /// What to do with a request, and the record of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +57,9 @@ pub struct Outcome {
     /// Findings behind the decision.
     pub findings: Vec<Finding>,
     /// Headers to set on the request before forwarding it.
-    pub forward_headers: Vec<(&'static str, String)>,
+    pub forward_headers: Vec<(String, String)>,
+    /// Headers to set on the response (forwarded or local): the session.
+    pub response_headers: Vec<(String, String)>,
     /// The audit record, complete but for `latency_micros`.
     pub record: AuditRecord,
 }
@@ -49,6 +75,7 @@ impl Outcome {
 /// Decides on a request whose whole body has arrived.
 pub fn evaluate(
     policy: &Policy,
+    env: &mut Env<'_>,
     head: &RequestHead,
     body: &[u8],
     message_id: &str,
@@ -59,53 +86,116 @@ pub fn evaluate(
     let now_secs = now_unix_nanos.div_euclid(1_000_000_000);
 
     // 1. Read the body.
-    let envelopes =
-        policy.config.identity.sources.contains(&crate::config::IdentitySource::Envelope);
+    let envelopes = policy.config.identity.sources.contains(&IdentitySource::Envelope);
     let extracted = match extract(head, body, envelopes) {
         Ok(extracted) => extracted,
         Err(e) => {
             record.to = recipient(policy, head, None);
-            return finish(record, Decision::InvalidRequest, reason(&e), Vec::new());
+            let session = session(policy, env, head, None, now_unix_nanos, &mut record);
+            return finish(
+                policy,
+                record,
+                session,
+                Decision::InvalidRequest,
+                e.to_string(),
+                Vec::new(),
+            );
         }
     };
     let envelope = match &extracted.kind {
         BodyKind::Envelope(e) => Some(e.as_ref()),
         _ => None,
     };
+
+    // 2. The recipient.
     record.to = recipient(policy, head, envelope.map(|e| e.to.as_str()));
 
-    // 2. Identify the sender.
+    // 3. The sender.
     let sender = match identify(policy, head, envelope, now_secs) {
         Ok(sender) => sender,
         Err(refusal) => {
             record.from = refusal.sender.name;
             record.signature = refusal.sender.signature.as_str().into();
             record.key_fingerprint = refusal.sender.key_fingerprint;
-            return finish(record, refusal.decision, refusal.reason, Vec::new());
+            let session = session(policy, env, head, None, now_unix_nanos, &mut record);
+            return finish(policy, record, session, refusal.decision, refusal.reason, Vec::new());
         }
     };
     record.from = sender.name.clone();
     record.identity_source = sender.source.map_or("none", |s| s.as_str()).into();
     record.signature = sender.signature.as_str().into();
-    record.key_fingerprint = sender.key_fingerprint;
+    record.key_fingerprint = sender.key_fingerprint.clone();
+    let authenticated = sender.signature == SignatureState::Verified;
+    if !authenticated {
+        record.notes.push("sender not authenticated".into());
+    }
 
-    // 3. Scan and decide.
+    // 4. The session: tracked per authenticated sender only, so a claimed
+    //    name cannot join or refresh another agent's session.
+    let tracked = authenticated.then_some(sender.name.as_str());
+    let session = session(policy, env, head, tracked, now_unix_nanos, &mut record);
+
+    // 5. Delegation.
+    let delegation = &policy.config.delegation;
+    let mut root = None;
+    if let Some(header) = &head.delegation_header {
+        if !authenticated {
+            let why = "a delegation chain needs an authenticated sender".to_string();
+            return finish(policy, record, session, Decision::SignatureRequired, why, Vec::new());
+        }
+        let now = Timestamp::from_unix_nanos(now_unix_nanos);
+        let verified = env.chains.verify(header, &record.to, &policy.keys, &policy.delegation, now);
+        let chain = match verified {
+            Ok(chain) => chain,
+            Err(e) => {
+                let decision = Decision::from_delegation_code(e.decision());
+                return finish(policy, record, session, decision, e.to_string(), Vec::new());
+            }
+        };
+        record.delegation_chain_hash = chain.chain_hash().to_string();
+        record.delegation_root = chain.root().to_string();
+        record.delegation_parent = chain.parent().to_string();
+        record.delegation_depth = u32::try_from(chain.depth()).unwrap_or(u32::MAX);
+        record.delegation_path = chain.path().to_vec();
+        if let Err(e) = authorize(&chain, &sender.name, delegation) {
+            let decision = Decision::from_delegation_code(e.decision());
+            return finish(policy, record, session, decision, e.to_string(), Vec::new());
+        }
+        if let BodyKind::JsonRpc { tool: Some(tool), .. } = &extracted.kind {
+            if !tool_allowed(&chain, tool) {
+                let why = format!("tool {tool:?} is outside the delegated tools");
+                let decision = Decision::DelegationScopeViolation;
+                return finish(policy, record, session, decision, why, Vec::new());
+            }
+        }
+        root = Some(chain.root().to_string());
+    } else if delegation.require_delegation {
+        let why = format!("a delegation chain is required (header {})", delegation.header);
+        return finish(policy, record, session, Decision::DelegationRequired, why, Vec::new());
+    }
+
+    // 6. Authority.
+    if let Err((decision, why)) =
+        crate::authority::check(policy, &sender.name, root.as_deref(), &record.to)
+    {
+        return finish(policy, record, session, decision, why, Vec::new());
+    }
+
+    // 7. Scan and decide.
     let evaluation = policy.rules.evaluate(&extracted.content_parts(), &sender.name);
     let decision = Decision::from_verdict(evaluation.verdict);
     let message = match evaluation.findings.first() {
         Some(top) => format!("{} by rule {} ({})", decision.code(), top.rule_id, top.name),
         None => decision.code().to_string(),
     };
-    if sender.signature != SignatureState::Verified {
-        record.notes.push("sender not authenticated".into());
-    }
-    finish(record, decision, message, evaluation.findings)
+    finish(policy, record, session, decision, message, evaluation.findings)
 }
 
 /// The outcome for a request refused before its body was read (for example
-/// a `content-length` over the limit, or a bodiless request that fails).
+/// a `content-length` over the limit).
 pub fn refuse_early(
     policy: &Policy,
+    env: &mut Env<'_>,
     head: &RequestHead,
     message_id: &str,
     decision: Decision,
@@ -113,7 +203,47 @@ pub fn refuse_early(
 ) -> Outcome {
     let mut record = base_record(policy, head, message_id);
     record.to = recipient(policy, head, None);
-    finish(record, decision, message, Vec::new())
+    let session = session(policy, env, head, None, head.received_at_unix_nanos, &mut record);
+    finish(policy, record, session, decision, message, Vec::new())
+}
+
+/// The session of a request: a well-formed explicit header verbatim; else
+/// the tracked session of `agent`; else (nobody authenticated, or the store
+/// failed) a fresh id that is not tracked. A malformed header and a store
+/// failure are noted in the record.
+fn session(
+    policy: &Policy,
+    env: &mut Env<'_>,
+    head: &RequestHead,
+    agent: Option<&str>,
+    now_unix_nanos: i64,
+    record: &mut AuditRecord,
+) -> String {
+    if !policy.config.sessions.enabled {
+        return String::new();
+    }
+    if let Some(value) = &head.session_header {
+        match parse_explicit(value) {
+            Explicit::Valid(id) => return id.to_string(),
+            Explicit::Malformed(why) => {
+                record.notes.push(format!("malformed session header replaced: {why}"));
+            }
+        }
+    }
+    if let Some(agent) = agent {
+        let now_millis = now_unix_nanos.div_euclid(1_000_000);
+        match policy.sessions.resolve(env.store, agent, now_millis, env.random) {
+            Ok(resolved) => return resolved.id.to_hex(),
+            Err(e) => record.notes.push(format!("session store unavailable: {e}")),
+        }
+    }
+    match SessionId::generate(env.random) {
+        Ok(id) => id.to_hex(),
+        Err(e) => {
+            record.notes.push(format!("no session id: {e}"));
+            String::new()
+        }
+    }
 }
 
 fn base_record(policy: &Policy, head: &RequestHead, message_id: &str) -> AuditRecord {
@@ -131,7 +261,9 @@ fn base_record(policy: &Policy, head: &RequestHead, message_id: &str) -> AuditRe
 }
 
 fn finish(
+    policy: &Policy,
     mut record: AuditRecord,
+    session: String,
     decision: Decision,
     message: String,
     findings: Vec<Finding>,
@@ -153,11 +285,18 @@ fn finish(
             line: f.line,
         })
         .collect();
-    let forward_headers = match decision {
-        Decision::ContentFlagged => vec![(VERDICT_HEADER, "flag".to_string())],
-        _ => Vec::new(),
-    };
-    Outcome { decision, message, findings, forward_headers, record }
+    let mut forward_headers = Vec::new();
+    let mut response_headers = Vec::new();
+    if decision == Decision::ContentFlagged {
+        forward_headers.push((VERDICT_HEADER.to_string(), "flag".to_string()));
+    }
+    if !session.is_empty() {
+        let name = policy.config.sessions.header.clone();
+        forward_headers.push((name.clone(), session.clone()));
+        response_headers.push((name, session.clone()));
+    }
+    record.session_id = session;
+    Outcome { decision, message, findings, forward_headers, response_headers, record }
 }
 
 fn recipient(policy: &Policy, head: &RequestHead, envelope_to: Option<&str>) -> String {
@@ -169,15 +308,16 @@ fn recipient(policy: &Policy, head: &RequestHead, envelope_to: Option<&str>) -> 
         .unwrap_or_else(|| head.authority.clone())
 }
 
-fn reason(e: &ExtractError) -> String {
-    e.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
     use ed25519_dalek::{Signer, SigningKey};
+
+    use std::time::Duration;
+
+    use warrant_delegation::{encode_header, mint, MintRequest};
+    use warrant_session::{MemoryStore, SeededRandom};
 
     use super::*;
     use crate::envelope::format_rfc3339;
@@ -221,7 +361,16 @@ mod tests {
     }
 
     fn run(policy: &Policy, head: &RequestHead, body: &[u8]) -> Outcome {
-        evaluate(policy, head, body, "m-1", NOW * 1_000_000_000)
+        run_in(&MemoryStore::new(), policy, head, body)
+    }
+
+    fn run_in(store: &MemoryStore, policy: &Policy, head: &RequestHead, body: &[u8]) -> Outcome {
+        // A new seed per request, as a real CSPRNG would differ.
+        static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let mut random = SeededRandom::new(SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let mut chains = ChainCache::new(16);
+        let mut env = Env { store, random: &mut random, chains: &mut chains };
+        evaluate(policy, &mut env, head, body, "m-1", NOW * 1_000_000_000)
     }
 
     #[test]
@@ -254,7 +403,7 @@ mod tests {
             assert!(!out.record.findings.is_empty());
         }
         let flagged = run(&p, &json_head(), &envelope("capsh --print", &alice(), "alice"));
-        assert_eq!(flagged.forward_headers, vec![(VERDICT_HEADER, "flag".to_string())]);
+        assert_eq!(flagged.forward_headers[0], (VERDICT_HEADER.to_string(), "flag".to_string()));
     }
 
     #[test]
@@ -327,5 +476,158 @@ mod tests {
         assert_eq!(run(&named, &head, b"").record.to, "bob");
         let fixed = policy(r#","recipient":{"name":"agent-b","authorities":{"bob.local":"bob"}}"#);
         assert_eq!(run(&fixed, &head, b"").record.to, "agent-b");
+    }
+
+    fn human() -> SigningKey {
+        SigningKey::from_bytes(&[5; 32])
+    }
+
+    fn delegating_policy(extra: &str) -> Policy {
+        let alice = STANDARD.encode(alice().verifying_key().as_bytes());
+        let human = STANDARD.encode(human().verifying_key().as_bytes());
+        let json = format!(r#"{{"keys":{{"alice":"{alice}","human":"{human}"}}{extra}}}"#);
+        Policy::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn chain_to(delegate: &str, scope: &str, tools: &[&str]) -> String {
+        let request = MintRequest {
+            delegator: "human",
+            delegate,
+            scope: vec![scope.into()],
+            tools: tools.iter().map(|t| t.to_string()).collect(),
+            ttl: Duration::from_secs(3600),
+            max_depth: 3,
+            parent: None,
+        };
+        let token = mint(&human(), &request, Timestamp::from_unix_secs(NOW - 10)).unwrap();
+        encode_header(&[token])
+    }
+
+    fn with_chain(header: &str) -> RequestHead {
+        RequestHead { delegation_header: Some(header.as_bytes().to_vec()), ..json_head() }
+    }
+
+    #[test]
+    fn valid_chain_is_verified_bound_and_recorded() {
+        let p = delegating_policy("");
+        let out = run(
+            &p,
+            &with_chain(&chain_to("alice", "bob", &[])),
+            &envelope("hi", &alice(), "alice"),
+        );
+        assert_eq!(out.decision, Decision::Allow, "{}", out.message);
+        let r = &out.record;
+        assert_eq!((r.delegation_root.as_str(), r.delegation_parent.as_str()), ("human", "human"));
+        assert_eq!(r.delegation_depth, 1);
+        assert_eq!(r.delegation_path, vec!["human".to_string(), "alice".to_string()]);
+        assert_eq!(r.delegation_chain_hash.len(), 64);
+    }
+
+    #[test]
+    fn delegation_refusals() {
+        let p = delegating_policy("");
+        let signed = envelope("hi", &alice(), "alice");
+        let cases: Vec<(&str, RequestHead, Vec<u8>, Decision)> = vec![
+            (
+                "chain for someone else",
+                with_chain(&chain_to("carol", "bob", &[])),
+                signed.clone(),
+                Decision::DelegationInvalid,
+            ),
+            (
+                "recipient outside scope",
+                with_chain(&chain_to("alice", "dave", &[])),
+                signed.clone(),
+                Decision::DelegationInvalid,
+            ),
+            (
+                "garbage header",
+                with_chain("not base64!"),
+                signed.clone(),
+                Decision::DelegationInvalid,
+            ),
+            (
+                "chain on an unauthenticated request",
+                with_chain(&chain_to("alice", "bob", &[])),
+                br#"{"from":"alice","to":"bob","content":"hi"}"#.to_vec(),
+                Decision::SignatureRequired,
+            ),
+        ];
+        let lax = delegating_policy(r#","identity":{"require_authenticated":false}"#);
+        for (name, head, body, want) in cases {
+            let policy = if want == Decision::SignatureRequired { &lax } else { &p };
+            let out = run(policy, &head, &body);
+            assert_eq!(out.decision, want, "case {name}: {}", out.message);
+            assert!(!out.record.reason.is_empty(), "case {name}");
+        }
+        let required = delegating_policy(r#","delegation":{"require_delegation":true}"#);
+        assert_eq!(run(&required, &json_head(), &signed).decision, Decision::DelegationRequired);
+        let capped = delegating_policy(r#","delegation":{"agents":{"alice":{"max_depth":0}}}"#);
+        let out = run(&capped, &with_chain(&chain_to("alice", "bob", &[])), &signed);
+        assert_eq!(out.decision, Decision::DelegationDepthExceeded, "{}", out.message);
+    }
+
+    #[test]
+    fn mcp_tool_outside_the_chain_is_a_scope_violation() {
+        let p = delegating_policy("");
+        let call = |tool: &str| {
+            serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":tool,"arguments":{}}})
+                .to_string()
+                .into_bytes()
+        };
+        let mut head = with_chain(&chain_to("alice", "bob.local", &["read_file"]));
+        head.identity_header = Some("alice".into());
+        assert_eq!(run(&p, &head, &call("read_file")).decision, Decision::Allow);
+        assert_eq!(
+            run(&p, &head, &call("delete_file")).decision,
+            Decision::DelegationScopeViolation
+        );
+    }
+
+    #[test]
+    fn authority_is_the_chain_root() {
+        let p = delegating_policy(
+            r#","default_policy":"deny","agents":{"human":{"can_message":["bob"]}}"#,
+        );
+        let signed = envelope("hi", &alice(), "alice");
+        assert_eq!(run(&p, &json_head(), &signed).decision, Decision::AclDenied);
+        let out = run(&p, &with_chain(&chain_to("alice", "bob", &[])), &signed);
+        assert_eq!(out.decision, Decision::Allow, "{}", out.message);
+    }
+
+    #[test]
+    fn sessions_follow_the_authenticated_sender() {
+        let p = policy("");
+        let store = MemoryStore::new();
+        let body = envelope("hi", &alice(), "alice");
+        let first = run_in(&store, &p, &json_head(), &body);
+        let second = run_in(&store, &p, &json_head(), &body);
+        assert_eq!(first.record.session_id.len(), 32);
+        assert_eq!(first.record.session_id, second.record.session_id);
+        assert!(first
+            .forward_headers
+            .contains(&("x-oktsec-session".to_string(), first.record.session_id.clone())));
+        assert_eq!(
+            first.response_headers,
+            vec![("x-oktsec-session".to_string(), first.record.session_id.clone())]
+        );
+
+        let explicit = RequestHead { session_header: Some(b"trace-42:a".to_vec()), ..json_head() };
+        assert_eq!(run_in(&store, &p, &explicit, &body).record.session_id, "trace-42:a");
+
+        let malformed = RequestHead { session_header: Some(b"bad id!".to_vec()), ..json_head() };
+        let out = run_in(&store, &p, &malformed, &body);
+        assert_eq!(out.record.session_id, first.record.session_id);
+        assert!(
+            out.record.notes.iter().any(|n| n.starts_with("malformed session header")),
+            "{:?}",
+            out.record.notes
+        );
+
+        // A rejected, unauthenticated claim gets an untracked id.
+        let unsigned = br#"{"from":"alice","to":"bob","content":"hi"}"#;
+        let out = run_in(&store, &p, &json_head(), unsigned);
+        assert_eq!(out.decision, Decision::SignatureRequired);
+        assert_ne!(out.record.session_id, first.record.session_id);
     }
 }

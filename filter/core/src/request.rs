@@ -21,6 +21,10 @@ pub struct RequestHead {
     pub content_encoding: Option<String>,
     /// The value of the configured identity header, when present.
     pub identity_header: Option<String>,
+    /// The raw value of the delegation header, when present.
+    pub delegation_header: Option<Vec<u8>>,
+    /// The raw value of the session header, when present.
+    pub session_header: Option<Vec<u8>>,
     /// The mTLS peer certificate's URI SANs (SPIFFE ids), when the
     /// connection is mTLS.
     pub peer_uri_sans: Vec<String>,
@@ -28,10 +32,21 @@ pub struct RequestHead {
     pub received_at_unix_nanos: i64,
 }
 
+/// The configured names of the headers Warrant reads (lowercase).
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderNames<'a> {
+    /// The trusted identity header.
+    pub identity: &'a str,
+    /// The delegation chain header.
+    pub delegation: &'a str,
+    /// The session header.
+    pub session: &'a str,
+}
+
 impl RequestHead {
     /// Builds a head from header pairs as the host returns them (lowercase
-    /// names), reading `identity_header` as the identity header.
-    pub fn from_headers<'a, I>(headers: I, identity_header: &str) -> RequestHead
+    /// names), reading the configured header names.
+    pub fn from_headers<'a, I>(headers: I, names: &HeaderNames<'_>) -> RequestHead
     where
         I: IntoIterator<Item = (&'a str, &'a str)>,
     {
@@ -49,7 +64,11 @@ impl RequestHead {
                 "content-encoding" => {
                     head.content_encoding = Some(value.trim().to_ascii_lowercase())
                 }
-                _ if name == identity_header => head.identity_header = Some(value.to_string()),
+                _ if name == names.identity => head.identity_header = Some(value.to_string()),
+                _ if name == names.delegation => {
+                    head.delegation_header = Some(value.as_bytes().to_vec())
+                }
+                _ if name == names.session => head.session_header = Some(value.as_bytes().to_vec()),
                 _ => {}
             }
         }
@@ -67,6 +86,12 @@ impl RequestHead {
 mod tests {
     use super::*;
 
+    const NAMES: HeaderNames<'static> = HeaderNames {
+        identity: "x-warrant-agent",
+        delegation: "x-oktsec-delegation",
+        session: "x-oktsec-session",
+    };
+
     #[test]
     fn reads_pseudo_headers_and_selected_headers() {
         let head = RequestHead::from_headers(
@@ -77,10 +102,14 @@ mod tests {
                 ("content-type", "Application/JSON; charset=utf-8"),
                 ("content-length", "12"),
                 ("x-warrant-agent", "alice"),
+                ("x-oktsec-delegation", "abc="),
+                ("x-oktsec-session", "s-1"),
                 ("x-other", "ignored"),
             ],
-            "x-warrant-agent",
+            &NAMES,
         );
+        assert_eq!(head.delegation_header.as_deref(), Some(&b"abc="[..]));
+        assert_eq!(head.session_header.as_deref(), Some(&b"s-1"[..]));
         assert_eq!(head.method, "POST");
         assert_eq!(head.content_type, "application/json");
         assert!(head.is_json());
@@ -90,7 +119,7 @@ mod tests {
 
     #[test]
     fn bad_content_length_is_absent() {
-        let head = RequestHead::from_headers([("content-length", "12a")], "x");
+        let head = RequestHead::from_headers([("content-length", "12a")], &NAMES);
         assert_eq!(head.content_length, None);
     }
 }
