@@ -18,6 +18,7 @@
 
 pub mod agents;
 pub mod envoy;
+pub mod mesh;
 pub mod process;
 pub mod sidecar;
 pub mod stack;

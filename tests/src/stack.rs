@@ -196,6 +196,13 @@ pub struct Record {
     pub findings: String,
     pub method: String,
     pub path: String,
+    pub session_id: String,
+    pub node: String,
+    pub notes: String,
+    pub delegation_chain_hash: String,
+    pub delegation_root: String,
+    pub delegation_depth: i64,
+    pub delegation_path: String,
 }
 
 /// Reads every record of a chain database (read-only).
@@ -206,7 +213,9 @@ pub fn records(db: &Path) -> Vec<Record> {
     let mut stmt = conn
         .prepare(
             "SELECT seq, message_id, from_agent, to_agent, status, decision, reason, http_status,
-                    body_sha256, findings, method, path FROM entries ORDER BY seq",
+                    body_sha256, findings, method, path, session_id, node, notes,
+                    delegation_chain_hash, delegation_root, delegation_depth, delegation_path
+             FROM entries ORDER BY seq",
         )
         .expect("query");
     stmt.query_map([], |r| {
@@ -223,6 +232,13 @@ pub fn records(db: &Path) -> Vec<Record> {
             findings: r.get(9)?,
             method: r.get(10)?,
             path: r.get(11)?,
+            session_id: r.get(12)?,
+            node: r.get(13)?,
+            notes: r.get(14)?,
+            delegation_chain_hash: r.get(15)?,
+            delegation_root: r.get(16)?,
+            delegation_depth: r.get(17)?,
+            delegation_path: r.get(18)?,
         })
     })
     .expect("rows")

@@ -1,0 +1,118 @@
+//! Sessions end to end: one session per agent across Envoy's workers,
+//! carried upstream and back, explicit headers kept or replaced.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use warrant_e2e::stack::{Options, Stack};
+
+const HEADER: &str = "x-oktsec-session";
+
+/// Downstream connections per worker, from Envoy's per-worker listener stats.
+fn connections_per_worker(stack: &Stack) -> BTreeMap<String, u64> {
+    let url = format!(
+        "http://{}/stats?format=json&filter=worker_[0-9]+\\.downstream_cx_total",
+        stack.envoy.admin
+    );
+    let body = ureq::get(&url).call().unwrap().into_string().unwrap();
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut per_worker = BTreeMap::new();
+    for stat in json["stats"].as_array().into_iter().flatten() {
+        let name = stat["name"].as_str().unwrap_or_default();
+        if let Some(worker) = name.split('.').find(|part| part.starts_with("worker_")) {
+            *per_worker.entry(worker.to_string()).or_default() +=
+                stat["value"].as_u64().unwrap_or(0);
+        }
+    }
+    per_worker
+}
+
+#[test]
+fn one_agent_keeps_one_session_across_workers_and_connections() {
+    let stack = Stack::start(Options { concurrency: 2, ..Options::default() });
+    let mut ids = BTreeSet::new();
+    for i in 0..24 {
+        // Each call opens a new connection (no shared agent), so the kernel
+        // spreads them over both workers.
+        let reply = stack.post_json(
+            "/v1/message",
+            &[],
+            &stack.alice.envelope("bob", &format!("status {i}")),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        ids.insert(reply.header(HEADER).expect("session header on the response").to_string());
+    }
+    let workers = connections_per_worker(&stack);
+    assert!(
+        workers.len() >= 2 && workers.values().all(|n| *n > 0),
+        "both workers must serve: {workers:?}"
+    );
+    assert_eq!(ids.len(), 1, "one agent, one session: {ids:?}");
+    let id = ids.into_iter().next().unwrap();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{id}"
+    );
+    for seen in stack.upstream.seen() {
+        assert_eq!(seen.header(HEADER), Some(id.as_str()), "the upstream sees the session");
+    }
+    assert!(stack.records().iter().all(|r| r.session_id == id));
+}
+
+#[test]
+fn different_agents_get_different_sessions() {
+    let stack = Stack::start(Options::default());
+    let a = stack.post_json("/v1/message", &[], &stack.alice.envelope("bob", "hello"));
+    let b = stack.post_json("/v1/message", &[], &stack.bob.envelope("alice", "hello"));
+    assert_ne!(a.header(HEADER), b.header(HEADER));
+}
+
+#[test]
+fn explicit_session_is_kept_verbatim_and_a_malformed_one_is_replaced() {
+    let stack = Stack::start(Options::default());
+    let resolved = stack
+        .post_json("/v1/message", &[], &stack.alice.envelope("bob", "first"))
+        .header(HEADER)
+        .unwrap()
+        .to_string();
+
+    let explicit = "upstream-trace:42.a_b";
+    let reply = stack.post_json(
+        "/v1/message",
+        &[(HEADER, explicit)],
+        &stack.alice.envelope("bob", "second"),
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header(HEADER), Some(explicit));
+    assert_eq!(stack.upstream.seen().last().unwrap().header(HEADER), Some(explicit));
+
+    let malformed = "has spaces and/slashes";
+    let reply = stack.post_json(
+        "/v1/message",
+        &[(HEADER, malformed)],
+        &stack.alice.envelope("bob", "third"),
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header(HEADER),
+        Some(resolved.as_str()),
+        "a malformed id is replaced by the resolved one"
+    );
+    assert_eq!(stack.upstream.seen().last().unwrap().header(HEADER), Some(resolved.as_str()));
+
+    let records = stack.records();
+    assert_eq!(records[1].session_id, explicit);
+    assert_eq!(records[2].session_id, resolved);
+    assert!(records[2].notes.contains("malformed session header replaced"), "{}", records[2].notes);
+}
+
+#[test]
+fn local_replies_carry_the_session_too() {
+    let stack = Stack::start(Options::default());
+    let reply =
+        stack.post_json("/v1/message", &[], &stack.alice.envelope("bob", "insmod /tmp/rootkit.ko"));
+    assert_eq!(reply.status, 202);
+    let id = reply.header(HEADER).expect("session on a local reply");
+    assert_eq!(stack.records()[0].session_id, id);
+}
