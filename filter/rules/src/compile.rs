@@ -25,6 +25,7 @@ use std::sync::OnceLock;
 
 use regex_automata::meta;
 use regex_syntax::ast::{self, Ast};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::hir::{Class, Hir, HirKind};
 use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
@@ -36,12 +37,15 @@ pub(crate) struct PreparedPattern {
     /// The regex (for `contains`, an escaped case-insensitive literal),
     /// built on first use.
     pub(crate) regex: LazyRegex,
-    /// Folded strings of which every match contains at least one; `None`
-    /// when no useful set exists and the pattern must run on every text.
-    pub(crate) literals: Option<Vec<String>>,
+    /// Sets of folded strings such that every match contains a string of
+    /// each set (best set first); empty when no useful set exists and the
+    /// pattern must run on every text.
+    pub(crate) literals: Vec<Vec<String>>,
     /// Whether no match can contain a line feed, so that searching only the
     /// lines where a literal occurs finds every match.
     pub(crate) single_line: bool,
+    /// Whether every match contains a non-ASCII character.
+    pub(crate) needs_non_ascii: bool,
 }
 
 /// A regex whose automata are built on first use.
@@ -116,6 +120,7 @@ pub(crate) fn prepare_pattern(
     Ok(PreparedPattern {
         literals: required_literals(&hir),
         single_line: !can_match_newline(&hir),
+        needs_non_ascii: requires_non_ascii(&hir),
         regex: LazyRegex::new(hir),
     })
 }
@@ -265,12 +270,20 @@ fn can_match_newline(hir: &Hir) -> bool {
     }
 }
 
+/// Largest product of two sets joined while extracting literals.
+const MAX_CROSS: usize = 64;
 /// Largest set of strings kept while extracting literals.
-const MAX_SET: usize = 64;
+const MAX_SET: usize = 256;
 /// Longest string kept while extracting literals, in bytes.
 const MAX_STRING: usize = 64;
-/// Largest character class expanded into literals, in characters.
+/// Largest character class expanded into literals when it has ASCII
+/// members (`[._]`, case pairs), in characters.
 const MAX_CLASS: usize = 8;
+/// Largest class of only non-ASCII characters expanded into literals
+/// (homoglyphs, invisible characters): each member is a rare string.
+const MAX_WIDE_CLASS: usize = 256;
+/// Most literal sets a pattern requires together.
+pub(crate) const MAX_CONJUNCTS: usize = 4;
 
 type Set = BTreeSet<String>;
 
@@ -279,17 +292,88 @@ type Set = BTreeSet<String>;
 struct Info {
     /// Every string it can match (folded), when that set is small.
     exact: Option<Set>,
-    /// Strings of which every match contains one (folded); `None` if unknown.
-    required: Option<Set>,
+    /// Sets of which every match contains a string of each (folded): a
+    /// conjunction of disjunctions. Empty if nothing is known.
+    all: Vec<Set>,
 }
 
-/// Folded literals such that every match of `hir` contains one of them, or
-/// `None` if the best such set has a string shorter than
-/// [`MIN_LITERAL_BYTES`].
-pub(crate) fn required_literals(hir: &Hir) -> Option<Vec<String>> {
+impl Info {
+    /// The best single set every match contains a string of.
+    fn best(&self) -> Option<Set> {
+        let mut best: Option<Set> = None;
+        for set in self.all.iter().chain(&self.exact) {
+            best = better(best, Some(set.clone()));
+        }
+        best.filter(|set| score(set) > 0)
+    }
+}
+
+/// Folded literal sets that every match of `hir` contains a string of each,
+/// best first, at most [`MAX_CONJUNCTS`]; empty when no set scores at least
+/// [`MIN_LITERAL_BYTES`] (non-ASCII characters count three).
+pub(crate) fn required_literals(hir: &Hir) -> Vec<Vec<String>> {
     let info = analyse(hir);
-    let best = better(info.required, info.exact)?;
-    (score(&best) >= MIN_LITERAL_BYTES).then(|| best.into_iter().collect())
+    let mut sets: Vec<Set> = info.all.into_iter().chain(info.exact).collect();
+    // regex-syntax's prefix and suffix sets see through the factoring the
+    // translator does (`ssn|social` becomes `s(?:sn|ocial)`), which our walk
+    // sees as a one-byte run followed by an alternation.
+    for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
+        // A higher total than the default 250: `(?i)` gives each `s` three
+        // variants (`S`, `s`, `ſ`), so case-insensitive words exceed 250
+        // quickly, and folding merges the variants again.
+        let seq = Extractor::new().kind(kind).limit_total(2048).extract(hir);
+        let folded: Option<Set> = seq.literals().and_then(|literals| {
+            literals.iter().map(|l| std::str::from_utf8(l.as_bytes()).ok().map(fold)).collect()
+        });
+        // Variants with characters NFKC text cannot hold (`ſ` for `s`)
+        // can never occur, so leaving them out keeps the set required.
+        let folded = folded.map(|set| set.into_iter().filter(|s| occurs_in_nfkc(s)).collect());
+        sets.extend(folded.filter(|set: &Set| !set.is_empty() && set.len() <= MAX_SET));
+    }
+    sets.retain(|set| score(set) >= MIN_LITERAL_BYTES);
+    sets.sort_by(|a, b| score(b).cmp(&score(a)).then(a.len().cmp(&b.len())));
+    sets.dedup();
+    // A set implied by a better one (each of whose strings contains one of
+    // its strings) adds no filtering.
+    let mut kept: Vec<Set> = Vec::new();
+    for set in sets {
+        if !kept.iter().any(|better| implies(better, &set)) {
+            kept.push(set);
+        }
+    }
+    let mut sets = kept;
+    sets.truncate(MAX_CONJUNCTS);
+    sets.into_iter().map(|set| set.into_iter().collect()).collect()
+}
+
+/// Whether every string of `strong` contains a string of `weak`.
+fn implies(strong: &Set, weak: &Set) -> bool {
+    strong.iter().all(|s| weak.iter().any(|w| s.contains(w.as_str())))
+}
+
+/// Whether `text` can occur in NFKC-normalised text, as far as its
+/// characters go.
+fn occurs_in_nfkc(text: &str) -> bool {
+    text.chars().all(|c| c.is_ascii() || is_nfkc_quick(std::iter::once(c)) != IsNormalized::No)
+}
+
+/// Whether every match of `hir` contains a non-ASCII character, so that
+/// the pattern cannot match ASCII text.
+pub(crate) fn requires_non_ascii(hir: &Hir) -> bool {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => false,
+        HirKind::Literal(literal) => !literal.0.is_ascii(),
+        HirKind::Class(Class::Unicode(class)) => {
+            class.ranges().iter().all(|r| !r.start().is_ascii())
+        }
+        HirKind::Class(Class::Bytes(class)) => class.ranges().iter().all(|r| !r.start().is_ascii()),
+        HirKind::Repetition(repetition) => {
+            repetition.min > 0 && requires_non_ascii(&repetition.sub)
+        }
+        HirKind::Capture(capture) => requires_non_ascii(&capture.sub),
+        HirKind::Concat(subs) => subs.iter().any(requires_non_ascii),
+        HirKind::Alternation(subs) => !subs.is_empty() && subs.iter().all(requires_non_ascii),
+    }
 }
 
 fn analyse(hir: &Hir) -> Info {
@@ -317,7 +401,7 @@ fn analyse(hir: &Hir) -> Info {
                 },
                 (0, _) => Info::default(),
                 (1, Some(1)) => sub,
-                _ => Info { exact: None, required: better(sub.required, sub.exact) },
+                _ => Info { exact: None, all: sub.all.into_iter().chain(sub.exact).collect() },
             }
         }
         HirKind::Concat(subs) => analyse_concat(subs),
@@ -326,49 +410,48 @@ fn analyse(hir: &Hir) -> Info {
 }
 
 fn analyse_concat(subs: &[Hir]) -> Info {
-    let mut run = Some(Set::from([String::new()]));
-    let mut required: Option<Set> = None;
+    let mut run = Set::from([String::new()]);
+    let mut all: Vec<Set> = Vec::new();
     let mut all_exact = true;
     for sub in subs {
         let info = analyse(sub);
-        let joined = match (&run, &info.exact) {
+        let joined = match &info.exact {
             // Once the run is a usable literal, do not multiply it by a
             // class (`insmod\s` would become six strings for one byte more).
-            (Some(left), Some(right)) if right.len() > 1 && score(left) >= MIN_LITERAL_BYTES => {
-                None
-            }
-            (Some(left), Some(right)) => cross(left, right),
-            _ => None,
+            Some(right) if right.len() > 1 && score(&run) >= MIN_LITERAL_BYTES => None,
+            Some(right) => cross(&run, right),
+            None => None,
         };
-        if joined.is_some() {
+        if let Some(joined) = joined {
             run = joined;
             continue;
         }
-        // The run cannot grow: keep what it has, start again after `sub`.
+        // The run cannot grow: keep it as a requirement, start again.
         all_exact = false;
-        required = better(required, run.take());
-        required = better(required, better(info.required, info.exact.clone()));
-        run = Some(info.exact.unwrap_or_else(|| Set::from([String::new()])));
+        all.push(std::mem::take(&mut run));
+        all.extend(info.all);
+        run = info.exact.unwrap_or_else(|| Set::from([String::new()]));
     }
     if all_exact {
-        return exact(run.unwrap_or_default());
+        return exact(run);
     }
-    Info { exact: None, required: better(required, run) }
+    all.push(run);
+    all.retain(|set| score(set) > 0);
+    Info { exact: None, all }
 }
 
 fn analyse_alternation(subs: &[Hir]) -> Info {
-    let infos: Vec<Info> = subs.iter().map(analyse).collect();
     let mut exact_union = Some(Set::new());
-    let mut required_union = Some(Set::new());
-    for info in infos {
-        exact_union = union(exact_union, info.exact.clone());
-        required_union = union(required_union, better(info.required, info.exact));
+    let mut best_union = Some(Set::new());
+    for info in subs.iter().map(analyse) {
+        best_union = union(best_union, info.best());
+        exact_union = union(exact_union, info.exact);
     }
-    Info { exact: exact_union, required: required_union }
+    Info { exact: exact_union, all: best_union.into_iter().collect() }
 }
 
 fn exact(set: Set) -> Info {
-    Info { exact: Some(set), required: None }
+    Info { exact: Some(set), all: Vec::new() }
 }
 
 fn union(left: Option<Set>, right: Option<Set>) -> Option<Set> {
@@ -378,7 +461,7 @@ fn union(left: Option<Set>, right: Option<Set>) -> Option<Set> {
 }
 
 fn cross(left: &Set, right: &Set) -> Option<Set> {
-    if left.len().saturating_mul(right.len()) > MAX_SET {
+    if left.len().saturating_mul(right.len()) > MAX_CROSS {
         return None;
     }
     let mut out = Set::new();
@@ -393,8 +476,8 @@ fn cross(left: &Set, right: &Set) -> Option<Set> {
     Some(out)
 }
 
-/// The better of two requirement sets: the one whose shortest string is
-/// longer, then the smaller one.
+/// The better of two requirement sets: the one whose weakest string scores
+/// higher, then the smaller one.
 fn better(a: Option<Set>, b: Option<Set>) -> Option<Set> {
     match (a, b) {
         (Some(a), Some(b)) => {
@@ -405,51 +488,44 @@ fn better(a: Option<Set>, b: Option<Set>) -> Option<Set> {
                 Some(a)
             }
         }
-        (a, b) => a.or(b).filter(|set| score(set) > 0),
+        (a, b) => a.or(b),
     }
 }
 
-/// The length in bytes of the shortest string (0 for an empty set, which
-/// cannot be used as a requirement).
+/// How selective a set is: the score of its weakest string, where each
+/// ASCII character counts one and each other character three (they are
+/// rare in most traffic). 0 for an empty set or one holding `""`.
 fn score(set: &Set) -> usize {
-    set.iter().map(String::len).min().unwrap_or(0)
+    let string_score = |s: &String| s.chars().map(|c| if c.is_ascii() { 1 } else { 3 }).sum();
+    set.iter().map(string_score).min().unwrap_or(0)
 }
 
 /// The folded strings a small class matches, dropping members that NFKC
 /// text cannot contain.
 fn class_strings(class: &Class) -> Option<Set> {
     let mut members: Vec<char> = Vec::new();
-    match class {
+    let mut push = |c: char| {
+        members.push(c);
+        members.len() <= MAX_WIDE_CLASS * 2
+    };
+    let complete = match class {
         Class::Unicode(class) => {
-            for range in class.iter() {
-                for c in range.start()..=range.end() {
-                    members.push(c);
-                    if members.len() > MAX_CLASS * 4 {
-                        return None;
-                    }
-                }
-            }
+            class.iter().all(|range| (range.start()..=range.end()).all(&mut push))
         }
-        Class::Bytes(class) => {
-            for range in class.iter() {
-                for b in range.start()..=range.end() {
-                    if !b.is_ascii() {
-                        return None;
-                    }
-                    members.push(char::from(b));
-                    if members.len() > MAX_CLASS * 4 {
-                        return None;
-                    }
-                }
-            }
-        }
+        Class::Bytes(class) => class.iter().all(|range| {
+            (range.start()..=range.end()).all(|b| b.is_ascii() && push(char::from(b)))
+        }),
+    };
+    if !complete {
+        return None;
     }
+    let limit = if members.iter().all(|c| !c.is_ascii()) { MAX_WIDE_CLASS } else { MAX_CLASS };
     let set: Set = members
         .into_iter()
-        .filter(|c| c.is_ascii() || is_nfkc_quick(std::iter::once(*c)) != IsNormalized::No)
+        .filter(|c| occurs_in_nfkc(c.encode_utf8(&mut [0; 4])))
         .map(|c| c.to_lowercase().collect())
         .collect();
-    (!set.is_empty() && set.len() <= MAX_CLASS).then_some(set)
+    (!set.is_empty() && set.len() <= limit).then_some(set)
 }
 
 /// Lowercases each character on its own (no context rules such as the Greek
@@ -470,33 +546,78 @@ mod tests {
         prepared.regex.get().unwrap().clone()
     }
 
-    fn literals(pattern: &str) -> Option<Vec<String>> {
+    fn literals(pattern: &str) -> Vec<Vec<String>> {
         prepare_pattern(PatternKind::Regex, pattern).unwrap().literals
     }
 
     #[test]
     fn literal_extraction_finds_required_strings() {
-        let cases: &[(&str, &str, Option<&[&str]>)] = &[
-            ("plain literal", "insmod", Some(&["insmod"])),
-            ("case folded", "(?i)ReLease_Agent", Some(&["release_agent"])),
-            ("longest piece of a concat", r"(?i)ignore\s+all\s+previous", Some(&["previous"])),
-            ("alternation", r"(?i)\b(insmod|modprobe)\s", Some(&["insmod", "modprobe"])),
-            ("optional char expands", "(?i)ab?cd", Some(&["abcd", "acd"])),
-            ("class after a usable run ends it", "docker[._]sock", Some(&["docker"])),
-            ("small class expands", "[._]sock", Some(&[".sock", "_sock"])),
+        let cases: &[(&str, &str, &[&[&str]])] = &[
+            ("plain literal", "insmod", &[&["insmod"]]),
+            ("case folded", "(?i)ReLease_Agent", &[&["release_agent"]]),
+            (
+                "each piece of a concat is required",
+                r"(?i)ignore\s+all\s+previous",
+                &[
+                    &["previous"],
+                    &["ignore\t", "ignore\n", "ignore\u{b}", "ignore\u{c}", "ignore\r", "ignore "],
+                    &["all"],
+                ],
+            ),
+            ("alternation", r"(?i)\b(insmod|modprobe)\s", &[&["insmod", "modprobe"]]),
+            ("optional char expands", "(?i)ab?cd", &[&["abcd", "acd"]]),
+            (
+                "prefix extraction crosses a class",
+                "docker[._]sock",
+                &[&["docker.sock", "docker_sock"]],
+            ),
+            ("small class expands", "[._]sock", &[&[".sock", "_sock"]]),
             (
                 "zero-width chars",
                 "[\u{200B}\u{200C}\u{200D}]",
-                Some(&["\u{200B}", "\u{200C}", "\u{200D}"]),
+                &[&["\u{200B}", "\u{200C}", "\u{200D}"]],
             ),
-            ("no literal", r"[A-Za-z0-9+/]{40,}", None),
-            ("too short", r"\bnc\s+-e", None),
-            ("optional branch spoils alternation", "(?:abcdef|x*)y", None),
-            ("repetition keeps requirement", "(?:secret_key)+=", Some(&["secret_key"])),
+            ("wide class of homoglyphs", "[a-z][\u{0430}\u{0410}]", &[&["\u{0430}"]]),
+            ("no literal", r"[A-Za-z0-9+/]{40,}", &[]),
+            ("too short", r"\bnc\b", &[]),
+            ("optional branch spoils alternation", "(?:abcdef|x*)y", &[]),
+            (
+                "factored alternation",
+                r"(?i)\b(ssn|social\s+security)\s*\d",
+                &[&[
+                    "social\t",
+                    "social\n",
+                    "social\u{b}",
+                    "social\u{c}",
+                    "social\r",
+                    "social ",
+                    "ssn",
+                ]],
+            ),
+            ("suffix of a repetition", "(?:secret_key)+=", &[&["secret_key="]]),
         ];
         for (name, pattern, want) in cases {
-            let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            let want: Vec<Vec<String>> =
+                want.iter().map(|set| set.iter().map(|s| s.to_string()).collect()).collect();
             assert_eq!(literals(pattern), want, "{name}: {pattern}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_requirement_is_detected() {
+        let cases = [
+            ("homoglyph class", "[a-z][\u{0430}\u{0435}][a-z]", true),
+            ("marks", r"\p{M}{6,}", true),
+            ("optional", "a[\u{0430}]?", false),
+            ("ascii", "abc", false),
+            ("either", "(?:\u{0430}|b)", false),
+        ];
+        for (name, pattern, want) in cases {
+            assert_eq!(
+                prepare_pattern(PatternKind::Regex, pattern).unwrap().needs_non_ascii,
+                want,
+                "{name}"
+            );
         }
     }
 
@@ -534,7 +655,7 @@ mod tests {
         let regex = compiled.regex.get().unwrap();
         assert!(regex.is_match("see /var/run/docker.sock"));
         assert!(!regex.is_match("dockerxsock"));
-        assert_eq!(compiled.literals, Some(vec!["docker.sock".to_string()]));
+        assert_eq!(compiled.literals, vec![vec!["docker.sock".to_string()]]);
         let fullwidth = prepare_pattern(PatternKind::Contains, "ｉｎｓｍｏｄ").unwrap();
         assert!(fullwidth.regex.get().unwrap().is_match("INSMOD"));
     }

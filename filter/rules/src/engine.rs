@@ -78,8 +78,9 @@ pub struct Engine {
     patterns: Vec<CompiledPattern>,
     /// Folded literals of all patterns; `None` when no pattern has one.
     prefilter: Option<AhoCorasick>,
-    /// For each prefilter literal, the patterns that require it.
-    literal_patterns: Vec<Vec<u32>>,
+    /// For each prefilter literal, the patterns that require it, and which
+    /// of their literal sets it belongs to.
+    literal_patterns: Vec<Vec<(u32, u8)>>,
     /// Patterns without a usable literal: searched in every text.
     unfiltered: Vec<u32>,
     /// Per sender, the categories that block.
@@ -389,11 +390,14 @@ impl Engine {
             let wanted = only.is_none_or(|o| o == entry.rule) && rule.targets.contains(kind);
             wanted.then_some(entry)
         };
+        let ascii = text.is_ascii();
         for &pattern in &self.unfiltered {
-            if applies(pattern).is_some() {
-                if let Some(slot) = hits.get_mut(pattern as usize) {
-                    *slot = Some(Hits { whole: true, lines: Vec::new() });
-                }
+            let Some(entry) = applies(pattern) else { continue };
+            if ascii && entry.needs_non_ascii {
+                continue;
+            }
+            if let Some(slot) = hits.get_mut(pattern as usize) {
+                *slot = Some(Hits { whole: true, lines: Vec::new(), seen: 0 });
             }
         }
         let Some(prefilter) = &self.prefilter else { return hits };
@@ -402,7 +406,7 @@ impl Engine {
         // other text is folded the way the literals were. Folding keeps
         // line feeds, so line numbers agree with the normalised text.
         let folded;
-        let haystack = if text.is_ascii() {
+        let haystack = if ascii {
             text.as_bytes()
         } else {
             folded = fold(text);
@@ -422,15 +426,28 @@ impl Engine {
             let Some(patterns) = self.literal_patterns.get(found.pattern().as_usize()) else {
                 continue;
             };
-            for &pattern in patterns {
+            for &(pattern, set) in patterns {
                 let Some(entry) = applies(pattern) else { continue };
                 let Some(slot) = hits.get_mut(pattern as usize) else { continue };
-                let slot = slot.get_or_insert_with(|| Hits { whole: false, lines: Vec::new() });
+                let slot =
+                    slot.get_or_insert_with(|| Hits { whole: false, lines: Vec::new(), seen: 0 });
+                slot.seen |= 1 << set;
+                // Lines come from the best set: every match is on a line
+                // holding one of its strings.
                 if !entry.single_line {
                     slot.whole = true;
-                } else if !slot.whole && slot.lines.last() != Some(&line) {
+                } else if set == 0 && !slot.whole && slot.lines.last() != Some(&line) {
                     slot.lines.push(line);
                 }
+            }
+        }
+
+        // A pattern is a candidate only if a string of every one of its
+        // literal sets occurs somewhere.
+        for (slot, entry) in hits.iter_mut().zip(&self.patterns) {
+            let complete = slot.as_ref().is_some_and(|h| h.seen == entry.sets_mask());
+            if !complete {
+                *slot = None;
             }
         }
         hits
@@ -558,6 +575,9 @@ struct CompiledRule {
 struct CompiledPattern {
     regex: LazyRegex,
     single_line: bool,
+    /// Number of literal sets in the prefilter (0 for unfiltered patterns).
+    sets: u8,
+    needs_non_ascii: bool,
     rule: u32,
     /// `patterns[N]` or `exclude_patterns[N]`, its line and text, for
     /// errors from [`Engine::compile_all`].
@@ -574,9 +594,9 @@ impl CompiledPattern {
         pattern: &Pattern,
         key: String,
         eager: bool,
-    ) -> Result<(CompiledPattern, Option<Vec<String>>), RuleError> {
+    ) -> Result<(CompiledPattern, Vec<Vec<String>>), RuleError> {
         let error = |problem: PatternProblem| invalid_regex(rule, pattern, &key, problem);
-        let PreparedPattern { regex, literals, single_line } =
+        let PreparedPattern { regex, literals, single_line, needs_non_ascii } =
             prepare_pattern(pattern.kind, &pattern.value).map_err(error)?;
         if eager {
             regex.build().map_err(|problem| error(problem.clone()))?;
@@ -584,12 +604,19 @@ impl CompiledPattern {
         let compiled = CompiledPattern {
             regex,
             single_line,
+            sets: u8::try_from(literals.len()).unwrap_or(u8::MAX),
+            needs_non_ascii,
             rule: index,
             key: key.clone(),
             line: pattern.line,
             value: pattern.value.clone(),
         };
         Ok((compiled, literals))
+    }
+
+    /// The `Hits::seen` value once every literal set has occurred.
+    fn sets_mask(&self) -> u8 {
+        u8::try_from((1u16 << self.sets) - 1).unwrap_or(u8::MAX)
     }
 
     fn error(&self, rule: &CompiledRule, problem: PatternProblem) -> RuleError {
@@ -613,6 +640,8 @@ struct Hits {
     whole: bool,
     /// Else search these lines (ascending, distinct).
     lines: Vec<u32>,
+    /// Bit `i` set when a string of literal set `i` occurs.
+    seen: u8,
 }
 
 /// A finding before deduplication and redaction.
@@ -644,7 +673,7 @@ struct Builder {
     rules: Vec<CompiledRule>,
     patterns: Vec<CompiledPattern>,
     literal_ids: BTreeMap<String, usize>,
-    literal_patterns: Vec<Vec<u32>>,
+    literal_patterns: Vec<Vec<(u32, u8)>>,
     unfiltered: Vec<u32>,
     report: CompileReport,
 }
@@ -657,22 +686,20 @@ impl Builder {
             let key = format!("patterns[{n}]");
             let (compiled, literals) = CompiledPattern::new(rule, index, pattern, key, eager)?;
             let id = u32::try_from(self.patterns.len()).map_err(|_| too_large("patterns"))?;
-            match literals {
-                Some(literals) => {
-                    for literal in literals {
-                        let next = self.literal_patterns.len();
-                        let slot = *self.literal_ids.entry(literal).or_insert(next);
-                        if slot == next {
-                            self.literal_patterns.push(Vec::new());
-                        }
-                        if let Some(list) = self.literal_patterns.get_mut(slot) {
-                            list.push(id);
-                        }
+            if literals.is_empty() {
+                self.unfiltered.push(id);
+                self.report.unfiltered.push(format!("{} patterns[{n}]", rule.id));
+            }
+            for (set, strings) in (0u8..).zip(literals) {
+                for literal in strings {
+                    let next = self.literal_patterns.len();
+                    let slot = *self.literal_ids.entry(literal).or_insert(next);
+                    if slot == next {
+                        self.literal_patterns.push(Vec::new());
                     }
-                }
-                None => {
-                    self.unfiltered.push(id);
-                    self.report.unfiltered.push(format!("{} patterns[{n}]", rule.id));
+                    if let Some(list) = self.literal_patterns.get_mut(slot) {
+                        list.push((id, set));
+                    }
                 }
             }
             self.patterns.push(compiled);
