@@ -282,6 +282,9 @@ const MAX_CLASS: usize = 8;
 /// Largest class of only non-ASCII characters expanded into literals
 /// (homoglyphs, invisible characters): each member is a rare string.
 const MAX_WIDE_CLASS: usize = 256;
+/// A set scoring this much is selective enough that regex-syntax's
+/// extraction is not tried as well.
+const GOOD_LITERAL_SCORE: usize = 5;
 /// Most literal sets a pattern requires together.
 pub(crate) const MAX_CONJUNCTS: usize = 4;
 
@@ -317,11 +320,19 @@ pub(crate) fn required_literals(hir: &Hir) -> Vec<Vec<String>> {
     // regex-syntax's prefix and suffix sets see through the factoring the
     // translator does (`ssn|social` becomes `s(?:sn|ocial)`), which our walk
     // sees as a one-byte run followed by an alternation.
-    for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
+    // Extraction is costly on big case-insensitive alternations, so it is
+    // only asked for when the walk found nothing selective.
+    let walked = sets.iter().map(score).max().unwrap_or(0);
+    let kinds: &[ExtractKind] = if walked >= GOOD_LITERAL_SCORE {
+        &[]
+    } else {
+        &[ExtractKind::Prefix, ExtractKind::Suffix]
+    };
+    for kind in kinds.iter().cloned() {
         // A higher total than the default 250: `(?i)` gives each `s` three
         // variants (`S`, `s`, `ſ`), so case-insensitive words exceed 250
         // quickly, and folding merges the variants again.
-        let seq = Extractor::new().kind(kind).limit_total(2048).extract(hir);
+        let seq = Extractor::new().kind(kind).limit_total(1024).extract(hir);
         let folded: Option<Set> = seq.literals().and_then(|literals| {
             literals.iter().map(|l| std::str::from_utf8(l.as_bytes()).ok().map(fold)).collect()
         });
@@ -335,10 +346,17 @@ pub(crate) fn required_literals(hir: &Hir) -> Vec<Vec<String>> {
     sets.dedup();
     // A set implied by a better one (each of whose strings contains one of
     // its strings) adds no filtering.
+    // When the weaker set is smaller and still selective (`ignore` against
+    // `ignore ` and five other blanks), it replaces the stronger one: fewer
+    // automaton entries for almost the same filtering.
     let mut kept: Vec<Set> = Vec::new();
     for set in sets {
-        if !kept.iter().any(|better| implies(better, &set)) {
-            kept.push(set);
+        match kept.iter_mut().find(|better| implies(better, &set)) {
+            Some(better) if set.len() < better.len() && score(&set) >= GOOD_LITERAL_SCORE - 1 => {
+                *better = set;
+            }
+            Some(_) => {}
+            None => kept.push(set),
         }
     }
     let mut sets = kept;
@@ -558,18 +576,14 @@ mod tests {
             (
                 "each piece of a concat is required",
                 r"(?i)ignore\s+all\s+previous",
-                &[
-                    &["previous"],
-                    &["ignore\t", "ignore\n", "ignore\u{b}", "ignore\u{c}", "ignore\r", "ignore "],
-                    &["all"],
-                ],
+                &[&["previous"], &["ignore"], &["all"]],
             ),
             ("alternation", r"(?i)\b(insmod|modprobe)\s", &[&["insmod", "modprobe"]]),
             ("optional char expands", "(?i)ab?cd", &[&["abcd", "acd"]]),
             (
-                "prefix extraction crosses a class",
+                "class after a usable run ends it",
                 "docker[._]sock",
-                &[&["docker.sock", "docker_sock"]],
+                &[&["docker"], &[".sock", "_sock"]],
             ),
             ("small class expands", "[._]sock", &[&[".sock", "_sock"]]),
             (
@@ -594,7 +608,7 @@ mod tests {
                     "ssn",
                 ]],
             ),
-            ("suffix of a repetition", "(?:secret_key)+=", &[&["secret_key="]]),
+            ("repetition keeps requirement", "(?:secret_key)+=", &[&["secret_key"]]),
         ];
         for (name, pattern, want) in cases {
             let want: Vec<Vec<String>> =
