@@ -13,10 +13,12 @@
 //! bodies. Instead:
 //!
 //! 1. The text is NFKC-normalised.
-//! 2. One Aho-Corasick automaton holds, for every pattern, folded literals
-//!    of which every match contains one (see [`crate::compile`]). One pass
-//!    over the (folded) text gives the candidate patterns, and for each the
-//!    lines where its literals occur.
+//! 2. One Aho-Corasick automaton holds, for every pattern, up to four sets
+//!    of folded literals such that every match contains a string of each
+//!    set (see `compile`). One pass over the (folded) text gives the
+//!    candidate patterns (a string of each of their sets occurs) and, for
+//!    each, the lines where its best set occurs. Patterns that need a
+//!    non-ASCII character are skipped on ASCII text.
 //! 3. A candidate pattern that cannot match a line feed is run only on
 //!    those lines; other candidates, and the few patterns without a usable
 //!    literal ([`CompileReport::unfiltered`]), are run on the whole text.
