@@ -1,12 +1,12 @@
 //! The audit chain's entry format and its hash: the one place that defines
 //! which bytes an entry hash covers.
 //!
-//! # Entry hash, format version 1
+//! # Entry hash, format version 2
 //!
 //! ```text
 //! entry_hash = SHA-256(
 //!     "warrant-audit-entry" 0x00      domain tag, 20 bytes
-//!     u32 big-endian  format version  (1)
+//!     u32 big-endian  format version  (2)
 //!     16 bytes        chain id        (random, fixed when the chain is created)
 //!     u64 big-endian  seq             (1, 2, 3, ... assigned by the sidecar)
 //!     32 bytes        prev_hash       (the previous entry's hash; 32 zero bytes for seq 1)
@@ -23,12 +23,26 @@
 //! the exact bytes in the column are the bytes hashed. The chain id keeps
 //! entries from being spliced between two chains; `seq` and `prev_hash` fix
 //! the order, which the sidecar assigns (not the clients' clocks).
+//!
+//! Version 2 added two fields at the end: `quarantine_sha256` (the hex
+//! SHA-256 of a quarantined request's content, which itself is kept outside
+//! the chain in the `quarantine` table, so that it can be shown to a
+//! reviewer without being part of every hash) and `refers_to` (the message
+//! id of the entry a quarantine decision is about). Version 1 chains are
+//! not read by this build.
+//!
+//! # Example
+//!
+//! An entry with every text field empty and every integer 0, in chain
+//! `00..00` at seq 1, hashes the 20-byte tag, `00 00 00 02`, 16 zero bytes,
+//! `00 .. 00 01`, 32 zero bytes, then 28 fields: `00 00 00 00` for each
+//! empty text and eight zero bytes for each integer.
 
 use sha2::{Digest, Sha256};
 use warrant_wire::AuditRecord;
 
 /// The version of the hash format above.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The domain tag that starts every hashed entry.
 pub const DOMAIN_TAG: &[u8] = b"warrant-audit-entry\0";
 
@@ -88,6 +102,13 @@ pub struct Entry {
     pub findings: String,
     /// Notes, JSON array text.
     pub notes: String,
+    /// Lowercase hex SHA-256 of the quarantined content kept in the
+    /// `quarantine` table; empty when the record carried none.
+    pub quarantine_sha256: String,
+    /// For a quarantine decision (`quarantine_approved`,
+    /// `quarantine_rejected`): the message id of the quarantined entry it
+    /// decides. Empty for every other entry.
+    pub refers_to: String,
 }
 
 /// A field's value, for hashing and storage.
@@ -102,7 +123,7 @@ pub enum FieldValue<'a> {
 impl Entry {
     /// Column names in hash order. The `entries` table has these columns
     /// plus `seq`, `prev_hash` and `entry_hash`.
-    pub const FIELDS: [&'static str; 26] = [
+    pub const FIELDS: [&'static str; 28] = [
         "message_id",
         "received_at_ns",
         "appended_at_ns",
@@ -129,6 +150,8 @@ impl Entry {
         "delegation_path",
         "findings",
         "notes",
+        "quarantine_sha256",
+        "refers_to",
     ];
 
     /// Builds the entry for a record received now.
@@ -170,11 +193,13 @@ impl Entry {
             delegation_path: json_text(&record.delegation_path),
             findings: serde_json::Value::Array(findings).to_string(),
             notes: json_text(&record.notes),
+            quarantine_sha256: content_sha256(&record.quarantine_content),
+            refers_to: String::new(),
         }
     }
 
     /// The values in [`Entry::FIELDS`] order.
-    pub fn values(&self) -> [FieldValue<'_>; 26] {
+    pub fn values(&self) -> [FieldValue<'_>; 28] {
         use FieldValue::{Integer as I, Text as T};
         [
             T(&self.message_id),
@@ -203,29 +228,53 @@ impl Entry {
             T(&self.delegation_path),
             T(&self.findings),
             T(&self.notes),
+            T(&self.quarantine_sha256),
+            T(&self.refers_to),
         ]
     }
 
     /// The entry hash (see the module doc).
     pub fn hash(&self, chain_id: &[u8; 16], seq: u64, prev_hash: &[u8; 32]) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        hasher.update(DOMAIN_TAG);
-        hasher.update(FORMAT_VERSION.to_be_bytes());
-        hasher.update(chain_id);
-        hasher.update(seq.to_be_bytes());
-        hasher.update(prev_hash);
-        for value in self.values() {
-            match value {
-                FieldValue::Text(text) => {
-                    // A column is at most SQLite's 1 GB limit, far below u32::MAX.
-                    let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
-                    hasher.update(len.to_be_bytes());
-                    hasher.update(text.as_bytes());
-                }
-                FieldValue::Integer(n) => hasher.update(n.to_be_bytes()),
+        hash_fields(chain_id, seq, prev_hash, self.values())
+    }
+}
+
+/// The entry hash of the module doc over field values given in
+/// [`Entry::FIELDS`] order. [`Entry::hash`] calls it; the verifier calls it
+/// on values borrowed from a row, without building an [`Entry`].
+pub fn hash_fields<'a>(
+    chain_id: &[u8; 16],
+    seq: u64,
+    prev_hash: &[u8; 32],
+    values: impl IntoIterator<Item = FieldValue<'a>>,
+) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(DOMAIN_TAG);
+    hasher.update(FORMAT_VERSION.to_be_bytes());
+    hasher.update(chain_id);
+    hasher.update(seq.to_be_bytes());
+    hasher.update(prev_hash);
+    for value in values {
+        match value {
+            FieldValue::Text(text) => {
+                // A column is at most SQLite's 1 GB limit, far below u32::MAX.
+                let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+                hasher.update(len.to_be_bytes());
+                hasher.update(text.as_bytes());
             }
+            FieldValue::Integer(n) => hasher.update(n.to_be_bytes()),
         }
-        hasher.finalize().into()
+    }
+    hasher.finalize().into()
+}
+
+/// The `quarantine_sha256` of some content: lowercase hex SHA-256, or the
+/// empty string for no content.
+pub fn content_sha256(content: &[u8]) -> String {
+    if content.is_empty() {
+        String::new()
+    } else {
+        hex::encode(Sha256::digest(content))
     }
 }
 
@@ -287,6 +336,8 @@ mod tests {
                 23 => changed.delegation_path.push('x'),
                 24 => changed.findings.push('x'),
                 25 => changed.notes.push('x'),
+                26 => changed.quarantine_sha256.push('x'),
+                27 => changed.refers_to.push('x'),
                 _ => unreachable!(),
             }
             assert_ne!(changed.hash(&[0; 16], 1, &[0; 32]), base, "field {}", Entry::FIELDS[i]);

@@ -5,7 +5,6 @@
 //! missing or unreadable files). Results go to stdout, diagnostics to
 //! stderr.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -22,24 +21,25 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Receive records from the filter over gRPC and append them to the chain.
-    Serve {
-        /// The chain database (created, mode 0600, if absent).
-        #[arg(long, default_value = "warrant-audit.db")]
-        db: PathBuf,
-        /// gRPC listen address. Port 0 picks a free port, printed on stdout.
-        #[arg(long, default_value = "127.0.0.1:50051")]
-        listen: std::net::SocketAddr,
-    },
-    /// Prove the chain intact (exit 0), or find the first broken entry (exit 1).
-    Verify {
-        /// The chain database (opened read-only).
-        #[arg(long, default_value = "warrant-audit.db")]
-        db: PathBuf,
-        /// Print the report as one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Receive records from the filter over gRPC and append them to the
+    /// chain, sign checkpoints, and serve the audit page.
+    Serve(warrant_audit::commands::ServeArgs),
+    /// Prove the chain intact (exit 0), or find the first problem (exit 1).
+    Verify(warrant_audit::commands::VerifyArgs),
+    /// Signed checkpoints of the chain head.
+    #[command(subcommand)]
+    Checkpoint(warrant_audit::commands::CheckpointCommand),
+    /// Review quarantined requests; decisions are appended to the chain.
+    #[command(subcommand)]
+    Quarantine(warrant_audit::commands::QuarantineCommand),
+    /// Serve the audit page alone, read-only, for a database copy.
+    Page(warrant_audit::commands::PageArgs),
+    // The agent-facing tools; their help is on their argument types.
+    Keygen(warrant_audit::cli::keygen::KeygenArgs),
+    Delegate(warrant_audit::cli::delegate::DelegateArgs),
+    Keys(warrant_audit::cli::keys::KeysArgs),
+    Sessions(warrant_audit::cli::sessions::SessionsArgs),
+    Rules(warrant_audit::cli::rules::RulesArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,21 +69,15 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { db, listen } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(warrant_audit::server::serve(
-                warrant_audit::server::ServeOptions { db, listen },
-            ))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Verify { db, json } => {
-            let report = warrant_audit::verify::verify(&db)?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", warrant_audit::verify::render_text(&report));
-            }
-            Ok(if report.valid { ExitCode::SUCCESS } else { ExitCode::from(1) })
-        }
+        Command::Serve(args) => args.run(),
+        Command::Verify(args) => args.run(),
+        Command::Checkpoint(command) => command.run(),
+        Command::Quarantine(command) => command.run(),
+        Command::Page(args) => args.run(),
+        Command::Keygen(args) => warrant_audit::cli::keygen::run(args),
+        Command::Delegate(args) => warrant_audit::cli::delegate::run(args),
+        Command::Keys(args) => warrant_audit::cli::keys::run(args),
+        Command::Sessions(args) => warrant_audit::cli::sessions::run(args),
+        Command::Rules(args) => warrant_audit::cli::rules::run(args),
     }
 }

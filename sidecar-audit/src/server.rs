@@ -1,4 +1,5 @@
-//! The gRPC service: records in, acknowledgements out once they are durable.
+//! The gRPC service: records in, acknowledgements out once they are durable,
+//! and signed checkpoints on a schedule.
 //!
 //! One writer thread owns the database ([`Store`]). Requests hand their
 //! record to it over a bounded channel with a oneshot for the answer. The
@@ -6,15 +7,25 @@
 //! one transaction (group commit), then answers every request of the batch.
 //! An acknowledgement therefore always means "committed with
 //! `synchronous = FULL`".
+//!
+//! Checkpoints ([`CheckpointPolicy`]): the writer signs the head once
+//! `every` entries are uncovered, or once the oldest uncovered entry has
+//! waited `interval` (also when no more records arrive), and when it stops.
+//! So an acknowledged record is covered by a signature within about
+//! `interval` plus one commit, unless the process dies first; then the next
+//! start checks the uncovered tail ([`serve`]) and signs it.
 
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 use warrant_wire::{AppendAck, AuditRecord};
 
+use crate::metrics::Metrics;
 use crate::proto::audit_service_server::AuditService;
 use crate::store::{Appended, Store};
 
@@ -26,6 +37,23 @@ pub const QUEUE_DEPTH: usize = 8192;
 pub const MAX_RECORD_BYTES: usize = 256 * 1024;
 
 type Job = (AuditRecord, oneshot::Sender<Result<Appended, String>>);
+
+/// When the writer signs a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    /// Sign once this many entries are not covered. Default 1000
+    /// (`--checkpoint-every`).
+    pub every: u64,
+    /// Sign once the oldest uncovered entry is this old. Default 1 s
+    /// (`--checkpoint-interval-ms 1000`).
+    pub interval: Duration,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> CheckpointPolicy {
+        CheckpointPolicy { every: 1000, interval: Duration::from_millis(1000) }
+    }
+}
 
 /// The handle the gRPC service uses to reach the writer thread.
 #[derive(Debug, Clone)]
@@ -43,45 +71,32 @@ pub enum AppendError {
 }
 
 impl Writer {
-    /// Starts the writer thread on an opened store. The thread ends when
+    /// Starts the writer thread on an opened store, signing checkpoints with
+    /// `key` under `policy`. The thread ends, after a last checkpoint, when
     /// every `Writer` clone is dropped; `done` receives once it has.
-    pub fn start(mut store: Store) -> (Writer, std_mpsc::Receiver<()>) {
-        let (jobs, mut queue) = mpsc::channel::<Job>(QUEUE_DEPTH);
+    ///
+    /// # Errors
+    /// The thread or its timer cannot be started.
+    pub fn start(
+        store: Store,
+        key: SigningKey,
+        policy: CheckpointPolicy,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<(Writer, std_mpsc::Receiver<()>)> {
+        let (jobs, queue) = mpsc::channel::<Job>(QUEUE_DEPTH);
         let (done_tx, done) = std_mpsc::channel();
-        std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || {
-                while let Some(first) = queue.blocking_recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match queue.try_recv() {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
-                        }
-                    }
-                    let records: Vec<AuditRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
-                    match store.append_batch(&records, now_ns()) {
-                        Ok(results) => {
-                            for ((_, reply), result) in batch.into_iter().zip(results) {
-                                let _ = reply.send(Ok(result));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %format!("{e:#}"), records = batch.len(), "append failed");
-                            for (_, reply) in batch {
-                                let _ = reply.send(Err(format!("{e:#}")));
-                            }
-                        }
-                    }
-                }
-                // Close the database (checkpointing the WAL into the main
-                // file) before saying we are done.
-                drop(store);
-                let _ = done_tx.send(());
-            })
-            .map(|_| ())
-            .unwrap_or_else(|e| tracing::error!("cannot start the writer thread: {e}"));
-        (Writer { jobs }, done)
+        // A small runtime of its own gives the thread a receive with a
+        // timeout (tokio channels work across runtimes).
+        let timer = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+        let mut state = WriterLoop { store, key, policy, metrics, uncovered: 0, since: None };
+        std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
+            state.run(queue, &timer);
+            // Close the database (checkpointing the WAL into the main
+            // file) before saying we are done.
+            drop(state);
+            let _ = done_tx.send(());
+        })?;
+        Ok((Writer { jobs }, done))
     }
 
     /// Appends one record, waiting until it is durable.
@@ -95,6 +110,97 @@ impl Writer {
             Ok(Ok(appended)) => Ok(appended),
             Ok(Err(e)) => Err(AppendError::Storage(e)),
             Err(_) => Err(AppendError::Stopped),
+        }
+    }
+}
+
+/// The writer thread's state.
+struct WriterLoop {
+    store: Store,
+    key: SigningKey,
+    policy: CheckpointPolicy,
+    metrics: Arc<Metrics>,
+    /// Entries appended since the last checkpoint.
+    uncovered: u64,
+    /// When the oldest of them was committed.
+    since: Option<Instant>,
+}
+
+impl WriterLoop {
+    fn run(&mut self, mut queue: mpsc::Receiver<Job>, timer: &tokio::runtime::Runtime) {
+        loop {
+            let next = match self.since {
+                Some(since) => {
+                    let wait = self.policy.interval.saturating_sub(since.elapsed());
+                    timer.block_on(async { tokio::time::timeout(wait, queue.recv()).await })
+                }
+                None => Ok(timer.block_on(queue.recv())),
+            };
+            let first = match next {
+                Err(_) => {
+                    // The oldest uncovered entry has waited `interval`.
+                    self.checkpoint();
+                    continue;
+                }
+                Ok(None) => break,
+                Ok(Some(job)) => job,
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+            let overdue = self.since.is_some_and(|s| s.elapsed() >= self.policy.interval);
+            if self.uncovered >= self.policy.every || overdue {
+                self.checkpoint();
+            }
+        }
+        self.checkpoint();
+    }
+
+    fn commit(&mut self, batch: Vec<Job>) {
+        let records: Vec<AuditRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
+        match self.store.append_batch(&records, now_ns()) {
+            Ok(results) => {
+                let new = results.iter().filter(|a| !a.duplicate).count() as u64;
+                self.metrics.batch_committed(new, results.len() as u64 - new);
+                if new > 0 {
+                    self.uncovered += new;
+                    self.since.get_or_insert_with(Instant::now);
+                }
+                for ((_, reply), result) in batch.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                self.metrics.batch_failed();
+                let message = format!("{e:#}");
+                tracing::error!(error = %message, records = batch.len(), "append failed");
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        match self.store.checkpoint(&self.key, now_ns()) {
+            Ok(signed) => {
+                if let Some(signed) = signed {
+                    self.metrics.checkpoint_stored();
+                    tracing::debug!(seq = signed.checkpoint.seq, "checkpoint signed");
+                }
+                self.uncovered = 0;
+                self.since = None;
+            }
+            Err(e) => {
+                // Keep `since`: the next wake-up tries again.
+                self.metrics.checkpoint_failed();
+                tracing::error!(error = %format!("{e:#}"), "checkpoint failed");
+            }
         }
     }
 }
@@ -145,25 +251,66 @@ pub struct ServeOptions {
     pub db: PathBuf,
     /// gRPC listen address (`127.0.0.1:0` picks a free port).
     pub listen: std::net::SocketAddr,
+    /// The audit page's listen address (default `127.0.0.1:0`).
+    pub http_listen: std::net::SocketAddr,
+    /// Where the signing key pair lives (default: the database's directory,
+    /// see [`crate::keyfile`]).
+    pub key_dir: PathBuf,
+    /// When to sign checkpoints.
+    pub checkpoints: CheckpointPolicy,
 }
 
-/// Runs the sidecar until SIGTERM or SIGINT. Prints
-/// `warrant-audit: listening grpc=ADDR` on stdout once it accepts
-/// connections.
+/// Runs the sidecar until SIGTERM or SIGINT.
+///
+/// On start it loads (or creates) the signing key, checks the entries not
+/// yet covered by a checkpoint (with every checkpoint signature) and
+/// refuses to extend a chain that does not verify, then signs that tail.
+/// It prints `warrant-audit: listening grpc=ADDR` and then
+/// `warrant-audit: listening http=ADDR` on stdout once it accepts
+/// connections. On stop it commits what is queued and signs a last
+/// checkpoint.
 ///
 /// # Errors
-/// The database cannot be opened or the address cannot be bound.
+/// The key or database cannot be opened, the uncovered tail does not
+/// verify, or an address cannot be bound.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let store = Store::open(&options.db)?;
+    let (key, created) = crate::keyfile::load_or_create(&options.key_dir)?;
+    let public = key.verifying_key();
+    let fingerprint = warrant_delegation::keys::fingerprint(&public);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        key_fingerprint = %fingerprint,
+        created,
+        "warrant-audit starting"
+    );
+    let mut store = Store::open(&options.db)?;
+    check_tail(&store, &public, &options.db)?;
+    store.checkpoint(&key, now_ns())?;
     tracing::info!(db = %options.db.display(), head_seq = store.head().seq, "audit chain opened");
-    let (writer, done) = Writer::start(store);
+    let metrics = Arc::new(Metrics::default());
+    let (writer, done) = Writer::start(store, key, options.checkpoints, metrics.clone())?;
+
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| anyhow::anyhow!("{}: cannot listen: {e}", options.listen))?;
-    let bound = listener.local_addr()?;
-    println!("warrant-audit: listening grpc={bound}");
+    let http = tokio::net::TcpListener::bind(options.http_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: cannot listen: {e}", options.http_listen))?;
+    println!("warrant-audit: listening grpc={}", listener.local_addr()?);
+    println!("warrant-audit: listening http={}", http.local_addr()?);
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let page = crate::page::PageState { db: options.db.clone(), key: Some(public), metrics };
+    let page = tokio::spawn(crate::page::serve(http, page, stopped(stop_rx.clone())));
     let service =
         crate::proto::audit_service_server::AuditServiceServer::new(AuditServer::new(writer))
             .max_decoding_message_size(MAX_RECORD_BYTES);
@@ -171,17 +318,51 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .add_service(service)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown_signal(),
+            stopped(stop_rx),
         )
         .await?;
     // The service (and so every Writer clone) is gone: the writer drains
-    // what is queued, commits, and stops.
+    // what is queued, commits, signs a last checkpoint and stops.
     let _ = tokio::task::spawn_blocking(move || done.recv()).await;
+    if let Ok(Err(e)) = page.await {
+        tracing::error!(error = %format!("{e:#}"), "audit page stopped with an error");
+    }
     tracing::info!("audit sidecar stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Verifies what the newest checkpoint does not cover (and every checkpoint
+/// signature) before the sidecar signs it.
+fn check_tail(
+    store: &Store,
+    key: &ed25519_dalek::VerifyingKey,
+    db: &std::path::Path,
+) -> anyhow::Result<()> {
+    let conn = store.connection();
+    let covered =
+        crate::store::latest_checkpoint(conn, &store.chain_id())?.map_or(0, |c| c.checkpoint.seq);
+    let options = crate::verify::Options {
+        key: Some(*key),
+        limit: Some(store.head().seq.saturating_sub(covered)),
+        external: None,
+    };
+    let report = crate::verify::verify_connection(conn, &options, &mut |_, _| {})?;
+    if let Some(broken) = report.broken {
+        anyhow::bail!(
+            "{}: the chain is broken at seq {} ({}); refusing to extend it\n\n\
+             hint: run `warrant-audit verify --db {}` and keep the file as evidence; \
+             start a new chain in another file",
+            db.display(),
+            broken.seq,
+            broken.reason,
+            db.display()
+        );
+    }
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
@@ -196,7 +377,8 @@ async fn shutdown_signal() {
     }
 }
 
-fn now_ns() -> i64 {
+/// The sidecar's clock: Unix nanoseconds (0 before 1970).
+pub fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))

@@ -1,9 +1,18 @@
 //! The SQLite database that holds the chain.
 //!
-//! State it owns: one `chain` row (the chain id and format version, fixed at
-//! creation) and the `entries` table (one row per record, ordered by `seq`).
-//! `PRAGMA user_version` holds the schema version; a database of another
-//! version is refused with both numbers.
+//! State it owns (schema version 2, in `PRAGMA user_version`):
+//! - `chain`: one row, the chain id and entry format version, fixed at
+//!   creation;
+//! - `entries`: one row per record, `seq` then the columns of
+//!   [`Entry::FIELDS`] then `prev_hash` and `entry_hash` (32-byte blobs);
+//! - `checkpoints`: signed heads, one row per covered `seq`: `seq`,
+//!   `head_hash` (blob), `time_ns`, `key_fingerprint` (hex),
+//!   `signature` (64-byte blob) — see [`crate::checkpoint`];
+//! - `quarantine`: `message_id` and `content` (blob) of quarantined
+//!   requests, kept outside the chain; each entry stores the SHA-256 of its
+//!   content in `quarantine_sha256`, which is hashed.
+//!
+//! A database of another schema version is refused with both numbers.
 //!
 //! Durability: WAL journal with `synchronous = FULL`. A transaction is on
 //! disk (the WAL fsynced) before `COMMIT` returns, so an acknowledged record
@@ -11,19 +20,27 @@
 //! appends many records in one transaction (group commit), which is how the
 //! cost of that fsync is shared.
 //!
+//! Every write starts an `IMMEDIATE` transaction and reads the head inside
+//! it, so two writers (the running sidecar and a `quarantine approve`) are
+//! serialized by SQLite's lock and never fork the chain.
+//!
 //! [`Store::open`] is the writer (the `serve` command); [`Store::open_read_only`]
-//! is for `verify` and never changes the file.
+//! is for `verify` and the page, and never changes the file.
 
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
-use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension};
+use ed25519_dalek::SigningKey;
+use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, Transaction};
 use warrant_wire::AuditRecord;
 
 use crate::chain::{Entry, FieldValue, FORMAT_VERSION};
+use crate::checkpoint::{Checkpoint, SignedCheckpoint};
 
-/// The schema version in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version in `PRAGMA user_version`. Version 2 added the
+/// `checkpoints` and `quarantine` tables and the `quarantine_sha256` and
+/// `refers_to` entry columns.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// An open chain database.
 #[derive(Debug)]
@@ -81,7 +98,7 @@ impl Store {
         Ok(Store { conn, chain_id, head })
     }
 
-    /// Opens an existing database strictly read-only (`verify`).
+    /// Opens an existing database strictly read-only (`verify`, the page).
     ///
     /// # Errors
     /// The file is missing or unreadable, or holds another schema.
@@ -97,6 +114,7 @@ impl Store {
         )
         .with_context(|| format!("{}: cannot open read-only", path.display()))?;
         conn.pragma_update(None, "query_only", true)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .with_context(|| format!("{}: not a readable SQLite database", path.display()))?;
@@ -114,17 +132,22 @@ impl Store {
         self.chain_id
     }
 
-    /// The current head.
+    /// The head as of this store's last read or write.
     pub fn head(&self) -> Head {
         self.head
     }
 
+    /// The underlying connection, for reads.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Appends records in one transaction. A record whose message id is
     /// already stored is not stored again; its existing position is
-    /// returned with `duplicate: true`.
+    /// returned with `duplicate: true`. A record's `quarantine_content`, when
+    /// not empty, goes to the `quarantine` table in the same transaction.
     ///
-    /// On any error nothing of the batch is stored and the head is
-    /// unchanged.
+    /// On any error nothing of the batch is stored.
     ///
     /// # Errors
     /// SQLite refused the transaction (disk full, read-only file, ...).
@@ -133,25 +156,12 @@ impl Store {
         records: &[AuditRecord],
         now_ns: i64,
     ) -> anyhow::Result<Vec<Appended>> {
-        let saved = self.head;
-        let result = self.append_in_transaction(records, now_ns);
-        if result.is_err() {
-            self.head = saved;
-        }
-        result
-    }
-
-    fn append_in_transaction(
-        &mut self,
-        records: &[AuditRecord],
-        now_ns: i64,
-    ) -> anyhow::Result<Vec<Appended>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut head = read_head(&tx)?;
         let mut out = Vec::with_capacity(records.len());
         {
             let mut existing =
                 tx.prepare_cached("SELECT seq, entry_hash FROM entries WHERE message_id = ?1")?;
-            let mut insert = tx.prepare_cached(&insert_sql())?;
             for record in records {
                 let found: Option<(i64, Vec<u8>)> = existing
                     .query_row([&record.message_id], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -161,23 +171,163 @@ impl Store {
                     continue;
                 }
                 let entry = Entry::from_record(record, now_ns);
-                let seq = self.head.seq + 1;
-                let hash = entry.hash(&self.chain_id, seq, &self.head.hash);
-                let mut values: Vec<rusqlite::types::Value> = vec![(seq as i64).into()];
-                values.extend(entry.values().iter().map(|v| match v {
-                    FieldValue::Text(t) => rusqlite::types::Value::Text((*t).to_string()),
-                    FieldValue::Integer(n) => rusqlite::types::Value::Integer(*n),
-                }));
-                values.push(self.head.hash.to_vec().into());
-                values.push(hash.to_vec().into());
-                insert.execute(params_from_iter(values))?;
-                self.head = Head { seq, hash };
-                out.push(Appended { seq, hash, duplicate: false });
+                head = insert_entry(&tx, &self.chain_id, head, &entry)?;
+                if !record.quarantine_content.is_empty() {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO quarantine (message_id, content) VALUES (?1, ?2)",
+                    )?
+                    .execute(rusqlite::params![record.message_id, record.quarantine_content])?;
+                }
+                out.push(Appended { seq: head.seq, hash: head.hash, duplicate: false });
             }
         }
         tx.commit()?;
+        self.head = head;
         Ok(out)
     }
+
+    /// Appends one entry built by the caller (a quarantine decision) and, if
+    /// `key` is given, a checkpoint covering it, in one transaction.
+    ///
+    /// # Errors
+    /// The message id is already stored, or SQLite refused the transaction.
+    pub fn append_entry(
+        &mut self,
+        entry: &Entry,
+        key: Option<&SigningKey>,
+        now_ns: i64,
+    ) -> anyhow::Result<(Appended, Option<SignedCheckpoint>)> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let head = read_head(&tx)?;
+        let head = insert_entry(&tx, &self.chain_id, head, entry)
+            .with_context(|| format!("cannot append entry {}", entry.message_id))?;
+        let signed = match key {
+            Some(key) => insert_checkpoint(&tx, &self.chain_id, head, key, now_ns)?,
+            None => None,
+        };
+        tx.commit()?;
+        self.head = head;
+        Ok((Appended { seq: head.seq, hash: head.hash, duplicate: false }, signed))
+    }
+
+    /// Signs the current head and stores the checkpoint, unless the chain is
+    /// empty or its head is already covered (then `None`).
+    ///
+    /// # Errors
+    /// SQLite refused the transaction.
+    pub fn checkpoint(
+        &mut self,
+        key: &SigningKey,
+        now_ns: i64,
+    ) -> anyhow::Result<Option<SignedCheckpoint>> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let head = read_head(&tx)?;
+        let signed = insert_checkpoint(&tx, &self.chain_id, head, key, now_ns)?;
+        tx.commit()?;
+        self.head = head;
+        Ok(signed)
+    }
+}
+
+/// The latest stored checkpoint, if any.
+///
+/// # Errors
+/// The query fails.
+pub fn latest_checkpoint(
+    conn: &Connection,
+    chain_id: &[u8; 16],
+) -> anyhow::Result<Option<SignedCheckpoint>> {
+    let mut all = read_checkpoints(conn, chain_id, "ORDER BY seq DESC LIMIT 1")?;
+    Ok(all.pop())
+}
+
+/// Every stored checkpoint, by seq.
+///
+/// # Errors
+/// The query fails.
+pub fn checkpoints(
+    conn: &Connection,
+    chain_id: &[u8; 16],
+) -> anyhow::Result<Vec<SignedCheckpoint>> {
+    read_checkpoints(conn, chain_id, "ORDER BY seq")
+}
+
+fn read_checkpoints(
+    conn: &Connection,
+    chain_id: &[u8; 16],
+    order: &str,
+) -> anyhow::Result<Vec<SignedCheckpoint>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT seq, head_hash, time_ns, key_fingerprint, signature FROM checkpoints {order}"
+    ))?;
+    let rows = stmt.query_map([], |r| {
+        let seq: i64 = r.get(0)?;
+        let head: Vec<u8> = r.get(1)?;
+        Ok(SignedCheckpoint {
+            checkpoint: Checkpoint {
+                chain_id: *chain_id,
+                seq: seq as u64,
+                head_hash: to_hash(&head),
+                time_unix_nanos: r.get(2)?,
+            },
+            key_fingerprint: r.get(3)?,
+            signature: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn insert_entry(
+    tx: &Transaction<'_>,
+    chain_id: &[u8; 16],
+    head: Head,
+    entry: &Entry,
+) -> anyhow::Result<Head> {
+    let seq = head.seq + 1;
+    let hash = entry.hash(chain_id, seq, &head.hash);
+    let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(Entry::FIELDS.len() + 3);
+    values.push((seq as i64).into());
+    values.extend(entry.values().iter().map(|v| match v {
+        FieldValue::Text(t) => rusqlite::types::Value::Text((*t).to_string()),
+        FieldValue::Integer(n) => rusqlite::types::Value::Integer(*n),
+    }));
+    values.push(head.hash.to_vec().into());
+    values.push(hash.to_vec().into());
+    tx.prepare_cached(&insert_sql())?.execute(params_from_iter(values))?;
+    Ok(Head { seq, hash })
+}
+
+fn insert_checkpoint(
+    tx: &Transaction<'_>,
+    chain_id: &[u8; 16],
+    head: Head,
+    key: &SigningKey,
+    now_ns: i64,
+) -> anyhow::Result<Option<SignedCheckpoint>> {
+    let covered: Option<i64> =
+        tx.query_row("SELECT MAX(seq) FROM checkpoints", [], |r| r.get(0))?;
+    if head.seq == 0 || covered.is_some_and(|c| c as u64 >= head.seq) {
+        return Ok(None);
+    }
+    let signed = Checkpoint {
+        chain_id: *chain_id,
+        seq: head.seq,
+        head_hash: head.hash,
+        time_unix_nanos: now_ns,
+    }
+    .sign(key);
+    tx.prepare_cached(
+        "INSERT INTO checkpoints (seq, head_hash, time_ns, key_fingerprint, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(rusqlite::params![
+        head.seq as i64,
+        head.hash.to_vec(),
+        now_ns,
+        signed.key_fingerprint,
+        signed.signature,
+    ])?;
+    Ok(Some(signed))
 }
 
 /// Creates the file with mode 0600 when it does not exist yet, so the
@@ -225,6 +375,18 @@ fn init_schema(conn: &Connection) -> anyhow::Result<()> {
          );
          CREATE UNIQUE INDEX entries_message_id ON entries(message_id);
          CREATE INDEX entries_session ON entries(session_id) WHERE session_id != '';
+         CREATE INDEX entries_refers_to ON entries(refers_to) WHERE refers_to != '';
+         CREATE TABLE checkpoints (
+             seq INTEGER PRIMARY KEY,
+             head_hash BLOB NOT NULL,
+             time_ns INTEGER NOT NULL,
+             key_fingerprint TEXT NOT NULL,
+             signature BLOB NOT NULL
+         );
+         CREATE TABLE quarantine (
+             message_id TEXT PRIMARY KEY,
+             content BLOB NOT NULL
+         );
          PRAGMA user_version = {SCHEMA_VERSION};
          COMMIT;",
         columns.join(",\n             ")
@@ -264,7 +426,11 @@ pub fn read_chain_id(conn: &Connection) -> anyhow::Result<[u8; 16]> {
         .map_err(|_| anyhow::anyhow!("chain id has {} bytes, expected 16", id.len()))
 }
 
-fn read_head(conn: &Connection) -> anyhow::Result<Head> {
+/// Reads the head: the entry with the highest seq.
+///
+/// # Errors
+/// The query fails.
+pub fn read_head(conn: &Connection) -> anyhow::Result<Head> {
     let last: Option<(i64, Vec<u8>)> = conn
         .query_row("SELECT seq, entry_hash FROM entries ORDER BY seq DESC LIMIT 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -341,6 +507,6 @@ mod tests {
         drop(Store::open(&path).unwrap());
         Connection::open(&path).unwrap().pragma_update(None, "user_version", 7).unwrap();
         let err = Store::open(&path).unwrap_err().to_string();
-        assert!(err.contains("schema version 7") && err.contains("reads 1"), "{err}");
+        assert!(err.contains("schema version 7") && err.contains("reads 2"), "{err}");
     }
 }

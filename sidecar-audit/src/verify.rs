@@ -1,55 +1,139 @@
-//! Offline verification of a chain database.
+//! Offline verification of a chain database: the library behind
+//! `warrant-audit verify`, the page's badge and `/api/verify`.
 //!
-//! [`verify`] opens the database read-only and walks every entry in `seq`
-//! order, checking for each, in this order:
-//! 1. `seq` is the previous one plus one (starting at 1): a deleted or
-//!    inserted entry shows here;
-//! 2. `prev_hash` equals the previous entry's `entry_hash` (zeros for
-//!    seq 1): reordered or spliced entries show here;
-//! 3. every column has its type, and the hash recomputed from the stored
-//!    columns (see [`crate::chain`]) equals the stored `entry_hash`: an
-//!    edited byte in any column shows here.
+//! [`verify`] opens the database read-only (it never writes) and checks, in
+//! this order:
+//! 1. when a key is given, the signature of every stored checkpoint (a
+//!    blanked or cut signature is malformed even without a key);
+//! 2. every entry in `seq` order from the first one checked (seq 1, or with
+//!    [`Options::limit`] the entry after the newest checkpoint before the
+//!    last N entries, whose stored hash must equal the checkpoint's head):
+//!    a. `seq` is the previous one plus one: a deleted or inserted entry
+//!    shows here;
+//!    b. `prev_hash` equals the previous entry's hash: reordered or spliced
+//!    entries show here;
+//!    c. every column has its type and the hash recomputed from the stored
+//!    columns ([`crate::chain`]) equals the stored `entry_hash`: an
+//!    edited byte shows here;
+//!    d. a checkpoint at this seq names this entry's hash: an entry rewritten
+//!    together with every later hash shows here;
+//! 3. no checkpoint lies beyond the last entry (a truncated tail whose
+//!    checkpoint was left behind);
+//! 4. every quarantined content still hashes to its entry's
+//!    `quarantine_sha256`;
+//! 5. with an exported checkpoint ([`Options::external`]): it is of this
+//!    chain, its signature verifies (when a key is given), the database
+//!    reaches its seq (else a truncated tail or a rollback to an older copy)
+//!    and holds its head hash there (else a rollback or a rewrite).
 //!
-//! It stops at the first broken entry and reports its seq, what was
-//! expected and what was found. It never writes to the database.
+//! The report names the first problem by seq (the lowest seq among the
+//! problems found), with what was expected and what was found.
 
 use std::path::Path;
 
 use anyhow::Context as _;
+use ed25519_dalek::VerifyingKey;
 use rusqlite::types::ValueRef;
+use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::chain::{Entry, FieldValue};
-use crate::store::{read_chain_id, Store};
+use crate::chain::{hash_fields, Entry, FieldValue};
+use crate::checkpoint::{CheckpointError, CheckpointFile, SignedCheckpoint};
+use crate::store::{checkpoints, read_chain_id, read_head, Store};
+
+/// What to verify against.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The public key for checkpoint signatures; `None` skips them.
+    pub key: Option<VerifyingKey>,
+    /// Check only the newest N entries, anchored at the newest checkpoint
+    /// before them. `None` (the default) checks every entry.
+    pub limit: Option<u64>,
+    /// An exported checkpoint the database must still contain.
+    pub external: Option<SignedCheckpoint>,
+}
 
 /// The result of a verification that could run.
 ///
-/// JSON (`verify --json`), one object:
-/// `{"valid":true,"entries":42,"chain_id":"<32 hex>","head_seq":42,"head_hash":"<64 hex>","broken":null}`;
-/// when broken, `broken` is `{"seq":7,"reason":"...","expected":"...","found":"..."}`
-/// and `valid` is false.
+/// `verify --json` prints it as one JSON object:
+///
+/// ```json
+/// {"valid": false, "entries": 7, "first_seq": 1, "head_seq": 42,
+///  "head_hash": "<64 hex>", "chain_id": "<32 hex>",
+///  "broken": {"seq": 7, "kind": "entry_hash",
+///             "reason": "entry hash mismatch: a stored field was changed",
+///             "expected": "<64 hex>", "found": "<64 hex>"},
+///  "signature_check": "valid", "key_fingerprint": "<64 hex>",
+///  "checkpoints": 3, "latest_checkpoint": {<a CheckpointFile>},
+///  "unsigned_entries": 2, "checkpoint_file_seq": null}
+/// ```
+///
+/// - `valid`: no problem found; `broken` is `null` exactly when it is true;
+/// - `entries`: entries checked (up to and including a broken one);
+/// - `first_seq`: the first seq checked (1 unless `--limit` anchored later);
+/// - `head_seq`, `head_hash`: the database's last entry (0 and zeros when
+///   empty), as stored;
+/// - `broken.kind`: one of the [`BreakKind`] names;
+/// - `signature_check`: see [`SignatureCheck`]; `key_fingerprint` is the
+///   hex SHA-256 of the key used, `null` without one;
+/// - `checkpoints`: stored checkpoints examined;
+/// - `latest_checkpoint`: the newest stored checkpoint in the
+///   [`CheckpointFile`] form, `null` when there is none;
+/// - `unsigned_entries`: entries after the latest checkpoint (a running
+///   sidecar covers them within its checkpoint interval);
+/// - `checkpoint_file_seq`: the seq of the `--checkpoint` file checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
-    /// Whether every entry checked out.
+    /// Whether everything checked out.
     pub valid: bool,
-    /// Entries checked (up to and including the broken one).
+    /// Entries checked.
     pub entries: u64,
+    /// First seq checked.
+    pub first_seq: u64,
+    /// Seq of the last stored entry.
+    pub head_seq: u64,
+    /// Hex hash of the last stored entry.
+    pub head_hash: String,
     /// Hex chain id.
     pub chain_id: String,
-    /// Seq of the last entry checked.
-    pub head_seq: u64,
-    /// Hex hash of the last intact entry.
-    pub head_hash: String,
-    /// The first broken entry, if any.
+    /// The first problem, if any.
     pub broken: Option<Broken>,
+    /// The outcome of the signature checks.
+    pub signature_check: SignatureCheck,
+    /// Fingerprint of the key used.
+    pub key_fingerprint: Option<String>,
+    /// Stored checkpoints examined.
+    pub checkpoints: u64,
+    /// The newest stored checkpoint.
+    pub latest_checkpoint: Option<CheckpointFile>,
+    /// Entries not covered by a stored checkpoint.
+    pub unsigned_entries: u64,
+    /// Seq of the exported checkpoint checked, if one was given.
+    pub checkpoint_file_seq: Option<u64>,
 }
 
-/// The first entry that does not check out.
+/// The outcome of the signature checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureCheck {
+    /// Every checkpoint signature verified, and there was at least one.
+    Valid,
+    /// A checkpoint signature did not verify (or was malformed).
+    Invalid,
+    /// No key was given or found: signatures were not checked.
+    Skipped,
+    /// A key was given but no checkpoint exists to check.
+    Unsigned,
+}
+
+/// The first problem found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Broken {
-    /// Its seq.
+    /// The seq it is at (for a missing tail: the first missing seq).
     pub seq: u64,
-    /// What is wrong.
+    /// What kind of problem.
+    pub kind: BreakKind,
+    /// What is wrong, in words.
     pub reason: String,
     /// What the chain says it should be.
     pub expected: String,
@@ -57,271 +141,501 @@ pub struct Broken {
     pub found: String,
 }
 
-/// Verifies the database at `path`.
+/// The kinds of problem, as named in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BreakKind {
+    /// A seq is missing or extra (an entry deleted or inserted).
+    Sequence,
+    /// `prev_hash` is not the previous entry's hash.
+    Link,
+    /// A column holds a value of the wrong type.
+    FieldType,
+    /// The recomputed hash differs from the stored one.
+    EntryHash,
+    /// A stored checkpoint names another head hash than the entry has.
+    CheckpointHead,
+    /// A stored checkpoint lies beyond the last entry.
+    CheckpointBeyondHead,
+    /// A checkpoint signature is malformed or does not verify.
+    CheckpointSignature,
+    /// The exported checkpoint is of another chain.
+    CheckpointChain,
+    /// The database ends before the exported checkpoint's seq.
+    Truncated,
+    /// The entry at the exported checkpoint's seq has another hash.
+    RolledBack,
+    /// Quarantined content does not match its entry's hash of it.
+    QuarantineContent,
+}
+
+/// Verifies the database at `path`, reporting progress as
+/// `progress(entries checked, entries to check)` every few thousand entries.
 ///
 /// # Errors
 /// When verification cannot run at all (missing or unreadable file, wrong
-/// schema): exit status 2, as opposed to a broken chain (a [`Report`] with
+/// schema): exit status 2, as opposed to a problem found (a [`Report`] with
 /// `valid: false`, exit status 1).
-pub fn verify(path: &Path) -> anyhow::Result<Report> {
+pub fn verify_with_progress(
+    path: &Path,
+    options: &Options,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<Report> {
     let conn = Store::open_read_only(path)?;
-    let chain_id = read_chain_id(&conn).with_context(|| path.display().to_string())?;
-    let names = Entry::FIELDS.join(", ");
-    let mut stmt = conn.prepare(&format!(
-        "SELECT seq, {names}, prev_hash, entry_hash FROM entries ORDER BY seq"
-    ))?;
-    let mut rows = stmt.query([])?;
+    verify_connection(&conn, options, progress).with_context(|| path.display().to_string())
+}
+
+/// [`verify_with_progress`] without progress.
+///
+/// # Errors
+/// As [`verify_with_progress`].
+pub fn verify(path: &Path, options: &Options) -> anyhow::Result<Report> {
+    verify_with_progress(path, options, &mut |_, _| {})
+}
+
+/// Verifies an open database (read inside one transaction, so a sidecar
+/// appending meanwhile does not move the head under the check).
+///
+/// # Errors
+/// A query fails.
+pub fn verify_connection(
+    conn: &Connection,
+    options: &Options,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<Report> {
+    // A read transaction pins one snapshot of the WAL for every query below.
+    conn.execute_batch("BEGIN DEFERRED")?;
+    let result = run(conn, options, progress);
+    let _ = conn.execute_batch("COMMIT");
+    result
+}
+
+fn run(
+    conn: &Connection,
+    options: &Options,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<Report> {
+    let chain_id = read_chain_id(conn)?;
+    let head = read_head(conn)?;
+    let stored = checkpoints(conn, &chain_id)?;
+    let mut problems: Vec<Broken> = Vec::new();
     let mut report = Report {
         valid: true,
         entries: 0,
+        first_seq: 1,
+        head_seq: head.seq,
+        head_hash: hex::encode(head.hash),
         chain_id: hex::encode(chain_id),
-        head_seq: 0,
-        head_hash: hex::encode([0u8; 32]),
         broken: None,
+        signature_check: SignatureCheck::Skipped,
+        key_fingerprint: options.key.as_ref().map(warrant_delegation::keys::fingerprint),
+        checkpoints: stored.len() as u64,
+        latest_checkpoint: stored.last().map(SignedCheckpoint::to_file),
+        unsigned_entries: head.seq - stored.last().map_or(0, |c| c.checkpoint.seq.min(head.seq)),
+        checkpoint_file_seq: options.external.as_ref().map(|c| c.checkpoint.seq),
     };
+
+    // 1. Checkpoint signatures.
+    let mut signatures_bad = false;
+    for signed in &stored {
+        if let Some(problem) = check_signature(signed, options.key.as_ref(), "stored") {
+            signatures_bad = true;
+            problems.push(problem);
+            break;
+        }
+    }
+
+    // 2. Entries, from the anchor on.
+    let mut anchor: Option<&SignedCheckpoint> = None;
+    if let Some(limit) = options.limit {
+        let start = head.seq.saturating_sub(limit) + 1;
+        anchor = stored.iter().rev().find(|c| c.checkpoint.seq < start);
+    }
     let mut prev = [0u8; 32];
-    while let Some(row) = rows.next()? {
-        let expected_seq = report.head_seq + 1;
-        report.entries += 1;
-        let fail = |reason: &str, expected: String, found: String| Broken {
-            seq: expected_seq,
-            reason: reason.to_string(),
-            expected,
-            found,
-        };
-        let broken = check_row(row, expected_seq, &chain_id, &prev, fail)?;
-        match broken {
-            Err(broken) => {
-                report.valid = false;
-                report.head_seq = broken.seq;
-                report.broken = Some(broken);
-                return Ok(report);
+    if let Some(anchor) = anchor {
+        let c = &anchor.checkpoint;
+        report.first_seq = c.seq + 1;
+        prev = c.head_hash;
+        let at: Option<Vec<u8>> = conn
+            .query_row("SELECT entry_hash FROM entries WHERE seq = ?1", [c.seq as i64], |r| {
+                r.get(0)
+            })
+            .ok();
+        if at.as_deref() != Some(c.head_hash.as_slice()) {
+            problems.push(Broken {
+                seq: c.seq,
+                kind: BreakKind::CheckpointHead,
+                reason: format!("the anchor checkpoint at seq {} names another head hash", c.seq),
+                expected: hex::encode(c.head_hash),
+                found: at.map_or_else(|| "<no entry>".into(), hex::encode),
+            });
+        }
+    }
+    let external_seq = options.external.as_ref().map(|e| e.checkpoint.seq);
+    let mut external_hash: Option<[u8; 32]> = None;
+    let walked =
+        walk(conn, &chain_id, &stored, report.first_seq, prev, head.seq, progress, |s, h| {
+            if Some(s) == external_seq {
+                external_hash = Some(h);
             }
-            Ok(hash) => {
-                prev = hash;
-                report.head_seq = expected_seq;
-                report.head_hash = hex::encode(hash);
+        })?;
+    report.entries = walked.entries;
+    if let Some(problem) = walked.broken {
+        problems.push(problem);
+    } else {
+        // 3. Checkpoints beyond the last entry.
+        if let Some(beyond) = stored.iter().find(|c| c.checkpoint.seq > head.seq) {
+            problems.push(Broken {
+                seq: head.seq + 1,
+                kind: BreakKind::CheckpointBeyondHead,
+                reason: format!(
+                    "a checkpoint covers seq {} but the chain ends at seq {} \
+                     (entries were removed from the end)",
+                    beyond.checkpoint.seq, head.seq
+                ),
+                expected: format!("seq {}", beyond.checkpoint.seq),
+                found: format!("seq {}", head.seq),
+            });
+        }
+    }
+
+    // 4. Quarantined content.
+    if let Some(problem) = check_quarantine(conn)? {
+        problems.push(problem);
+    }
+
+    // 5. The exported checkpoint.
+    if let Some(external) = &options.external {
+        let c = &external.checkpoint;
+        if c.chain_id != chain_id {
+            problems.push(Broken {
+                seq: c.seq,
+                kind: BreakKind::CheckpointChain,
+                reason: "the checkpoint file is of another chain".into(),
+                expected: hex::encode(c.chain_id),
+                found: hex::encode(chain_id),
+            });
+        } else if let Some(problem) = check_signature(external, options.key.as_ref(), "exported") {
+            signatures_bad = true;
+            problems.push(problem);
+        } else if c.seq > head.seq {
+            problems.push(Broken {
+                seq: head.seq + 1,
+                kind: BreakKind::Truncated,
+                reason: format!(
+                    "the checkpoint file covers seq {} but the chain ends at seq {} \
+                     (a truncated tail or a rolled-back database)",
+                    c.seq, head.seq
+                ),
+                expected: format!("seq {}", c.seq),
+                found: format!("seq {}", head.seq),
+            });
+        } else {
+            let found = match external_hash {
+                Some(hash) => Some(hash.to_vec()),
+                None => conn
+                    .query_row(
+                        "SELECT entry_hash FROM entries WHERE seq = ?1",
+                        [c.seq as i64],
+                        |r| r.get::<_, Vec<u8>>(0),
+                    )
+                    .ok(),
+            };
+            if found.as_deref() != Some(c.head_hash.as_slice()) {
+                problems.push(Broken {
+                    seq: c.seq,
+                    kind: BreakKind::RolledBack,
+                    reason: format!(
+                        "entry {} is not the one the checkpoint file signs \
+                         (a rolled-back or rewritten database)",
+                        c.seq
+                    ),
+                    expected: hex::encode(c.head_hash),
+                    found: found.map_or_else(|| "<no entry>".into(), hex::encode),
+                });
             }
         }
     }
+
+    report.signature_check = match (&options.key, signatures_bad) {
+        (_, true) => SignatureCheck::Invalid,
+        (None, false) => SignatureCheck::Skipped,
+        (Some(_), false) if stored.is_empty() && options.external.is_none() => {
+            SignatureCheck::Unsigned
+        }
+        (Some(_), false) => SignatureCheck::Valid,
+    };
+    report.broken = problems.into_iter().min_by_key(|p| p.seq);
+    report.valid = report.broken.is_none();
     Ok(report)
 }
 
-/// Checks one row; `Ok(Ok(hash))` when intact, `Ok(Err(broken))` when not.
-fn check_row(
-    row: &rusqlite::Row<'_>,
-    expected_seq: u64,
-    chain_id: &[u8; 16],
-    prev: &[u8; 32],
-    fail: impl Fn(&str, String, String) -> Broken,
-) -> anyhow::Result<Result<[u8; 32], Broken>> {
-    // 1. Position.
-    let seq: i64 = row.get(0)?;
-    if u64::try_from(seq).ok() != Some(expected_seq) {
-        let mut broken =
-            fail("entry missing or out of sequence", expected_seq.to_string(), seq.to_string());
-        broken.reason = format!(
-            "expected seq {expected_seq}, found seq {seq} (an entry was deleted or inserted)"
-        );
-        return Ok(Err(broken));
-    }
-
-    // 2. Link.
-    let n = Entry::FIELDS.len();
-    let stored_prev = blob(row.get_ref(n + 1)?);
-    if stored_prev.as_deref() != Some(prev.as_slice()) {
-        let found = stored_prev.map(hex::encode).unwrap_or_else(|| "<not a blob>".into());
-        return Ok(Err(fail(
-            "chain link broken: prev_hash is not the previous entry's hash",
-            hex::encode(prev),
-            found,
-        )));
-    }
-
-    // 3. Content.
-    let mut entry = Entry::default();
-    for (i, name) in Entry::FIELDS.iter().enumerate() {
-        let value = row.get_ref(i + 1)?;
-        if let Err(found) = set_field(&mut entry, i, value) {
-            return Ok(Err(fail(
-                &format!("column {name} has the wrong type"),
-                "its declared type".into(),
-                found,
-            )));
-        }
-    }
-    let computed = entry.hash(chain_id, expected_seq, prev);
-    let stored = blob(row.get_ref(n + 2)?);
-    if stored.as_deref() != Some(computed.as_slice()) {
-        let found = stored.map(hex::encode).unwrap_or_else(|| "<not a blob>".into());
-        return Ok(Err(fail(
-            "entry hash mismatch: a stored field was changed",
-            hex::encode(computed),
-            found,
-        )));
-    }
-    Ok(Ok(computed))
+/// What [`walk`] found.
+struct Walked {
+    entries: u64,
+    broken: Option<Broken>,
 }
 
-fn blob(value: ValueRef<'_>) -> Option<Vec<u8>> {
+/// Steps 2a–2d over the entries after `first_seq - 1`, linking from `prev`.
+#[allow(clippy::too_many_arguments)]
+fn walk(
+    conn: &Connection,
+    chain_id: &[u8; 16],
+    stored: &[SignedCheckpoint],
+    first_seq: u64,
+    mut prev: [u8; 32],
+    head_seq: u64,
+    progress: &mut dyn FnMut(u64, u64),
+    mut seen: impl FnMut(u64, [u8; 32]),
+) -> anyhow::Result<Walked> {
+    let names = Entry::FIELDS.join(", ");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT seq, {names}, prev_hash, entry_hash FROM entries WHERE seq >= ?1 ORDER BY seq"
+    ))?;
+    let mut rows = stmt.query([first_seq as i64])?;
+    let total = head_seq.saturating_sub(first_seq) + 1;
+    let template = Entry::default();
+    let kinds = template.values();
+    let n = Entry::FIELDS.len();
+    let mut pending = stored.iter().filter(|c| c.checkpoint.seq >= first_seq).peekable();
+    let mut expected_seq = first_seq;
+    let mut entries = 0u64;
+    while let Some(row) = rows.next()? {
+        entries += 1;
+        if entries.is_multiple_of(65_536) {
+            progress(entries, total);
+        }
+        let broken = |kind, reason: String, expected: String, found: String| {
+            Ok(Walked {
+                entries,
+                broken: Some(Broken { seq: expected_seq, kind, reason, expected, found }),
+            })
+        };
+
+        // a. Position.
+        let seq: i64 = row.get(0)?;
+        if u64::try_from(seq).ok() != Some(expected_seq) {
+            return broken(
+                BreakKind::Sequence,
+                format!(
+                    "expected seq {expected_seq}, found seq {seq} (an entry was deleted or inserted)"
+                ),
+                expected_seq.to_string(),
+                seq.to_string(),
+            );
+        }
+
+        // b. Link.
+        let stored_prev = row.get_ref(n + 1)?;
+        if blob(stored_prev) != Some(prev.as_slice()) {
+            return broken(
+                BreakKind::Link,
+                "chain link broken: prev_hash is not the previous entry's hash".into(),
+                hex::encode(prev),
+                show_blob(stored_prev),
+            );
+        }
+
+        // c. Content.
+        let mut values = [FieldValue::Integer(0); 28];
+        for (i, (slot, kind)) in values.iter_mut().zip(kinds.iter()).enumerate() {
+            let value = row.get_ref(i + 1)?;
+            *slot = match (kind, value) {
+                (FieldValue::Text(_), ValueRef::Text(bytes)) => match std::str::from_utf8(bytes) {
+                    Ok(text) => FieldValue::Text(text),
+                    Err(_) => {
+                        return broken(
+                            BreakKind::FieldType,
+                            format!("column {} holds text that is not UTF-8", Entry::FIELDS[i]),
+                            "UTF-8 text".into(),
+                            hex::encode(bytes),
+                        )
+                    }
+                },
+                (FieldValue::Integer(_), ValueRef::Integer(v)) => FieldValue::Integer(v),
+                (kind, other) => {
+                    let want = match kind {
+                        FieldValue::Text(_) => "TEXT",
+                        FieldValue::Integer(_) => "INTEGER",
+                    };
+                    return broken(
+                        BreakKind::FieldType,
+                        format!("column {} has the wrong type", Entry::FIELDS[i]),
+                        want.into(),
+                        format!("{:?}", other.data_type()).to_uppercase(),
+                    );
+                }
+            };
+        }
+        let computed = hash_fields(chain_id, expected_seq, &prev, values);
+        let stored_hash = row.get_ref(n + 2)?;
+        if blob(stored_hash) != Some(computed.as_slice()) {
+            return broken(
+                BreakKind::EntryHash,
+                "entry hash mismatch: a stored field was changed".into(),
+                hex::encode(computed),
+                show_blob(stored_hash),
+            );
+        }
+
+        // d. Checkpoints at this seq.
+        while let Some(c) = pending.next_if(|c| c.checkpoint.seq <= expected_seq) {
+            if c.checkpoint.head_hash != computed || c.checkpoint.seq != expected_seq {
+                return broken(
+                    BreakKind::CheckpointHead,
+                    format!(
+                        "the checkpoint at seq {} names another head hash than the entry has",
+                        c.checkpoint.seq
+                    ),
+                    hex::encode(c.checkpoint.head_hash),
+                    hex::encode(computed),
+                );
+            }
+        }
+        seen(expected_seq, computed);
+        prev = computed;
+        expected_seq += 1;
+    }
+    progress(entries, total);
+    Ok(Walked { entries, broken: None })
+}
+
+/// Step 1 for one checkpoint: `None` when it verifies or there is no key
+/// (a signature of the wrong length is reported even then).
+fn check_signature(
+    signed: &SignedCheckpoint,
+    key: Option<&VerifyingKey>,
+    which: &str,
+) -> Option<Broken> {
+    let seq = signed.checkpoint.seq;
+    let error = match key {
+        Some(key) => signed.verify(key).err()?,
+        None if signed.signature.len() == 64 => return None,
+        None => CheckpointError::MalformedSignature { len: signed.signature.len() },
+    };
+    let (expected, found) = match &error {
+        CheckpointError::MalformedSignature { len } => {
+            ("64 bytes".to_string(), format!("{len} bytes"))
+        }
+        CheckpointError::BadSignature { key_fingerprint } => (
+            format!("a signature by key {key_fingerprint}"),
+            format!("a signature recorded as by key {}", signed.key_fingerprint),
+        ),
+    };
+    Some(Broken {
+        seq,
+        kind: BreakKind::CheckpointSignature,
+        reason: format!("{which} {error} (checkpoint at seq {seq})"),
+        expected,
+        found,
+    })
+}
+
+/// Step 4: the first quarantined content whose hash its entry does not hold.
+fn check_quarantine(conn: &Connection) -> anyhow::Result<Option<Broken>> {
+    let mut stmt = conn.prepare(
+        "SELECT q.message_id, q.content, e.seq, e.quarantine_sha256
+         FROM quarantine q LEFT JOIN entries e ON e.message_id = q.message_id
+         ORDER BY e.seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let content = blob(row.get_ref(1)?).unwrap_or_default();
+        let seq: Option<i64> = row.get(2)?;
+        let stored: Option<String> = row.get(3)?;
+        let computed = crate::chain::content_sha256(content);
+        if stored.as_deref() != Some(computed.as_str()) {
+            return Ok(Some(Broken {
+                seq: seq.map_or(0, |s| s as u64),
+                kind: BreakKind::QuarantineContent,
+                reason: format!("quarantined content of message {id} was changed"),
+                expected: stored.unwrap_or_else(|| "<no entry>".into()),
+                found: computed,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+fn blob(value: ValueRef<'_>) -> Option<&[u8]> {
     match value {
-        ValueRef::Blob(b) => Some(b.to_vec()),
+        ValueRef::Blob(b) => Some(b),
         _ => None,
     }
 }
 
-/// Sets field `i` of `entry` from a column value, refusing a value of the
-/// wrong type (SQLite's columns are not strictly typed).
-fn set_field(entry: &mut Entry, i: usize, value: ValueRef<'_>) -> Result<(), String> {
-    let template = Entry::default();
-    let kind = template.values().get(i).copied();
-    match (kind, value) {
-        (Some(FieldValue::Text(_)), ValueRef::Text(bytes)) => {
-            let text = String::from_utf8(bytes.to_vec())
-                .map_err(|_| "text that is not UTF-8".to_string())?;
-            *text_field(entry, i).ok_or("unknown column")? = text;
-            Ok(())
-        }
-        (Some(FieldValue::Integer(_)), ValueRef::Integer(n)) => {
-            *int_field(entry, i).ok_or("unknown column")? = n;
-            Ok(())
-        }
-        (_, other) => Err(format!("{:?}", other.data_type())),
-    }
+fn show_blob(value: ValueRef<'_>) -> String {
+    blob(value).map_or_else(|| "<not a blob>".into(), hex::encode)
 }
 
-fn text_field(e: &mut Entry, i: usize) -> Option<&mut String> {
-    Some(match i {
-        0 => &mut e.message_id,
-        3 => &mut e.node,
-        4 => &mut e.from_agent,
-        5 => &mut e.to_agent,
-        6 => &mut e.method,
-        7 => &mut e.authority,
-        8 => &mut e.path,
-        9 => &mut e.body_sha256,
-        10 => &mut e.status,
-        11 => &mut e.decision,
-        12 => &mut e.reason,
-        15 => &mut e.identity_source,
-        16 => &mut e.signature,
-        17 => &mut e.key_fingerprint,
-        18 => &mut e.session_id,
-        19 => &mut e.delegation_chain_hash,
-        20 => &mut e.delegation_root,
-        21 => &mut e.delegation_parent,
-        23 => &mut e.delegation_path,
-        24 => &mut e.findings,
-        25 => &mut e.notes,
-        _ => return None,
-    })
-}
-
-fn int_field(e: &mut Entry, i: usize) -> Option<&mut i64> {
-    Some(match i {
-        1 => &mut e.received_at_ns,
-        2 => &mut e.appended_at_ns,
-        13 => &mut e.http_status,
-        14 => &mut e.latency_us,
-        22 => &mut e.delegation_depth,
-        _ => return None,
-    })
-}
-
-/// The human-readable report.
+/// The human-readable report, in the spirit of oktsec's `verify-chain`.
 pub fn render_text(report: &Report) -> String {
     let mut out = String::from("\n");
     match &report.broken {
-        None if report.entries == 0 => out.push_str("  Chain: EMPTY (no entries)\n"),
-        None => out.push_str(&format!("  Chain: VALID ({} entries)\n", report.entries)),
+        None if report.head_seq == 0 => out.push_str("  Chain: EMPTY (no entries)\n"),
+        None => out.push_str(&format!("  Chain: VALID ({} entries)\n", thousands(report.entries))),
         Some(b) => {
-            out.push_str(&format!("  Chain: BROKEN at seq {}\n", b.seq));
+            out.push_str(&format!("  Chain: BROKEN at seq {} of {}\n", b.seq, report.head_seq));
             out.push_str(&format!("  Reason: {}\n", b.reason));
             out.push_str(&format!("  Expected: {}\n", b.expected));
             out.push_str(&format!("  Found: {}\n", b.found));
         }
     }
+    if report.first_seq > 1 {
+        out.push_str(&format!(
+            "  Checked: seq {} to {} (anchored at the checkpoint at seq {})\n",
+            report.first_seq,
+            report.head_seq,
+            report.first_seq - 1
+        ));
+    }
+    let fingerprint = report.key_fingerprint.as_deref().unwrap_or("");
+    out.push_str(&match report.signature_check {
+        SignatureCheck::Valid => format!(
+            "  Signature: VALID ({} checkpoints, key fingerprint {fingerprint})\n",
+            report.checkpoints
+        ),
+        SignatureCheck::Invalid => {
+            format!("  Signature: INVALID (key fingerprint {fingerprint})\n")
+        }
+        SignatureCheck::Skipped => "  Signature: SKIPPED (no key)\n".to_string(),
+        SignatureCheck::Unsigned => {
+            format!("  Signature: NONE (no checkpoint to check; key fingerprint {fingerprint})\n")
+        }
+    });
+    if let Some(c) = &report.latest_checkpoint {
+        out.push_str(&format!("  Last checkpoint: seq {} at {}\n", c.seq, c.time));
+    }
+    if report.unsigned_entries > 0 {
+        out.push_str(&format!(
+            "  Unsigned tail: {} entries after the last checkpoint\n",
+            report.unsigned_entries
+        ));
+    }
+    if let Some(seq) = report.checkpoint_file_seq {
+        out.push_str(&format!("  Checkpoint file: seq {seq}\n"));
+    }
     out.push_str(&format!("  Chain id: {}\n", report.chain_id));
-    if report.broken.is_none() && report.entries > 0 {
+    if report.head_seq > 0 {
         out.push_str(&format!("  Head: seq {} hash {}\n", report.head_seq, report.head_hash));
     }
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use rusqlite::Connection;
-    use warrant_wire::AuditRecord;
-
-    use super::*;
-
-    fn chain(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.db");
-        let mut store = Store::open(&path).unwrap();
-        let records: Vec<_> = (0..n)
-            .map(|i| AuditRecord {
-                message_id: format!("m-{i}"),
-                from: "alice".into(),
-                ..Default::default()
-            })
-            .collect();
-        store.append_batch(&records, 5).unwrap();
-        (dir, path)
-    }
-
-    fn tamper(path: &Path, sql: &str) {
-        Connection::open(path).unwrap().execute_batch(sql).unwrap();
-    }
-
-    #[test]
-    fn intact_and_empty_chains_are_valid() {
-        let (_d, path) = chain(5);
-        let report = verify(&path).unwrap();
-        assert!(report.valid);
-        assert_eq!((report.entries, report.head_seq), (5, 5));
-        let (_d, empty) = chain(0);
-        assert!(verify(&empty).unwrap().valid);
-    }
-
-    #[test]
-    fn tampering_is_found_at_the_right_seq() {
-        let cases: &[(&str, &str, u64, &str)] = &[
-            ("edited field", "UPDATE entries SET from_agent = 'alicf' WHERE seq = 3", 3, "hash mismatch"),
-            ("edited integer", "UPDATE entries SET latency_us = 9 WHERE seq = 2", 2, "hash mismatch"),
-            ("changed type", "UPDATE entries SET http_status = 'x' WHERE seq = 4", 4, "wrong type"),
-            ("deleted middle", "DELETE FROM entries WHERE seq = 3", 3, "deleted or inserted"),
-            (
-                "reordered",
-                "UPDATE entries SET seq = 100 WHERE seq = 2; UPDATE entries SET seq = 2 WHERE seq = 3;
-                 UPDATE entries SET seq = 3 WHERE seq = 100;",
-                2,
-                "chain link broken",
-            ),
-            ("edited link", "UPDATE entries SET prev_hash = zeroblob(32) WHERE seq = 5", 5, "chain link broken"),
-            ("other chain id", "UPDATE chain SET chain_id = zeroblob(16)", 1, "hash mismatch"),
-        ];
-        for (name, sql, seq, reason) in cases {
-            let (_d, path) = chain(6);
-            tamper(&path, sql);
-            let report = verify(&path).unwrap();
-            let broken = report.broken.unwrap_or_else(|| panic!("case {name}: not detected"));
-            assert_eq!(broken.seq, *seq, "case {name}");
-            assert!(broken.reason.contains(reason), "case {name}: {}", broken.reason);
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
         }
+        out.push(c);
     }
-
-    #[test]
-    fn verify_never_writes() {
-        let (_d, path) = chain(3);
-        let before = std::fs::read(&path).unwrap();
-        verify(&path).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), before);
-    }
-
-    #[test]
-    fn missing_file_is_an_error_not_a_broken_chain() {
-        let err = verify(Path::new("/nonexistent/audit.db")).unwrap_err().to_string();
-        assert!(err.contains("audit database not found"), "{err}");
-    }
+    out
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,2 @@
+// placeholder until the chain benchmark is written
+fn main() {}

@@ -1,0 +1,294 @@
+use ed25519_dalek::{Signer, SigningKey};
+use rusqlite::Connection;
+use warrant_wire::AuditRecord;
+
+use super::*;
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[1; 32])
+}
+
+fn records(from: usize, to: usize) -> Vec<AuditRecord> {
+    (from..to)
+        .map(|i| AuditRecord {
+            message_id: format!("m-{i}"),
+            from: "alice".into(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// A chain of `n` entries with a checkpoint after every `every` entries
+/// (and one at the end).
+fn chain(n: usize, every: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let mut store = Store::open(&path).unwrap();
+    let mut at = 0;
+    while at < n {
+        let next = (at + every).min(n);
+        store.append_batch(&records(at, next), 5).unwrap();
+        store.checkpoint(&key(), 6).unwrap();
+        at = next;
+    }
+    (dir, path)
+}
+
+fn tamper(path: &Path, sql: &str) {
+    Connection::open(path).unwrap().execute_batch(sql).unwrap();
+}
+
+fn with_key() -> Options {
+    Options { key: Some(key().verifying_key()), ..Options::default() }
+}
+
+#[test]
+fn intact_chain_verifies_with_signatures() {
+    let (_d, path) = chain(10, 4);
+    let report = verify(&path, &with_key()).unwrap();
+    assert!(report.valid, "{report:?}");
+    assert_eq!((report.entries, report.head_seq, report.checkpoints), (10, 10, 3));
+    assert_eq!(report.signature_check, SignatureCheck::Valid);
+    assert_eq!(
+        report.key_fingerprint,
+        Some(warrant_delegation::keys::fingerprint(&key().verifying_key()))
+    );
+    assert_eq!(report.latest_checkpoint.map(|c| c.seq), Some(10));
+    assert_eq!(report.unsigned_entries, 0);
+}
+
+#[test]
+fn signature_states_without_key_and_without_checkpoints() {
+    let (_d, path) = chain(3, 3);
+    assert_eq!(
+        verify(&path, &Options::default()).unwrap().signature_check,
+        SignatureCheck::Skipped
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("audit.db");
+    Store::open(&bare).unwrap().append_batch(&records(0, 2), 1).unwrap();
+    let report = verify(&bare, &with_key()).unwrap();
+    assert!(report.valid);
+    assert_eq!((report.signature_check, report.unsigned_entries), (SignatureCheck::Unsigned, 2));
+    let (_d, empty) = chain(0, 1);
+    let report = verify(&empty, &Options::default()).unwrap();
+    assert!(report.valid && report.head_seq == 0);
+}
+
+/// The tamper battery: each case is found at its seq, with its kind.
+#[test]
+fn tampering_is_found_at_the_right_seq() {
+    let other = SigningKey::from_bytes(&[2; 32]);
+    let forged = other.sign(b"anything").to_bytes();
+    let forged_sql =
+        format!("UPDATE checkpoints SET signature = x'{}' WHERE seq = 8", hex::encode(forged));
+    let cases: Vec<(&str, String, u64, BreakKind)> = vec![
+        ("edited text field", "UPDATE entries SET from_agent = 'alicf' WHERE seq = 3".into(), 3, BreakKind::EntryHash),
+        ("edited integer", "UPDATE entries SET latency_us = 9 WHERE seq = 2".into(), 2, BreakKind::EntryHash),
+        ("edited quarantine hash", "UPDATE entries SET quarantine_sha256 = 'ab' WHERE seq = 5".into(), 5, BreakKind::EntryHash),
+        ("changed type", "UPDATE entries SET http_status = 'x' WHERE seq = 4".into(), 4, BreakKind::FieldType),
+        ("deleted middle entry", "DELETE FROM entries WHERE seq = 3".into(), 3, BreakKind::Sequence),
+        (
+            "inserted entry",
+            "UPDATE entries SET seq = seq + 1000 WHERE seq >= 6; UPDATE entries SET seq = seq - 999 WHERE seq >= 1006;
+             INSERT INTO entries SELECT 6, 'forged', received_at_ns, appended_at_ns, node, from_agent, to_agent, method,
+               authority, path, body_sha256, status, decision, reason, http_status, latency_us, identity_source,
+               signature, key_fingerprint, session_id, delegation_chain_hash, delegation_root, delegation_parent,
+               delegation_depth, delegation_path, findings, notes, quarantine_sha256, refers_to, prev_hash, entry_hash
+             FROM entries WHERE seq = 7;".into(),
+            6,
+            BreakKind::EntryHash,
+        ),
+        (
+            "reordered entries",
+            "UPDATE entries SET seq = 100 WHERE seq = 2; UPDATE entries SET seq = 2 WHERE seq = 3;
+             UPDATE entries SET seq = 3 WHERE seq = 100;".into(),
+            2,
+            BreakKind::Link,
+        ),
+        ("edited link", "UPDATE entries SET prev_hash = zeroblob(32) WHERE seq = 5".into(), 5, BreakKind::Link),
+        ("other chain id", "UPDATE chain SET chain_id = zeroblob(16)".into(), 1, BreakKind::EntryHash),
+        ("blanked checkpoint signature", "UPDATE checkpoints SET signature = x'' WHERE seq = 8".into(), 8, BreakKind::CheckpointSignature),
+        ("forged checkpoint signature", forged_sql, 8, BreakKind::CheckpointSignature),
+        ("checkpoint head rewritten", "UPDATE checkpoints SET head_hash = zeroblob(32) WHERE seq = 4".into(), 4, BreakKind::CheckpointSignature),
+        (
+            "truncated tail with its checkpoint left",
+            "DELETE FROM entries WHERE seq > 9".into(),
+            10,
+            BreakKind::CheckpointBeyondHead,
+        ),
+    ];
+    for (name, sql, seq, kind) in cases {
+        let (_d, path) = chain(10, 4);
+        tamper(&path, &sql);
+        let report = verify(&path, &with_key()).unwrap();
+        let broken = report.broken.clone().unwrap_or_else(|| panic!("case {name}: not detected"));
+        assert_eq!((broken.seq, broken.kind), (seq, kind), "case {name}: {broken:?}");
+        assert!(!report.valid, "case {name}");
+    }
+}
+
+#[test]
+fn a_rewritten_chain_is_caught_by_its_checkpoints() {
+    // Recompute every hash after an edit (anyone can), keep the stored
+    // checkpoints: the checkpoint at seq 4 no longer names entry 4.
+    let (_d, path) = chain(10, 4);
+    let chain_id = read_chain_id(&Store::open_read_only(&path).unwrap()).unwrap();
+    let conn = Connection::open(&path).unwrap();
+    conn.execute("UPDATE entries SET from_agent = 'mallory' WHERE seq = 2", []).unwrap();
+    rehash_from(&conn, &chain_id, 2);
+    drop(conn);
+    let report = verify(&path, &Options::default()).unwrap();
+    let broken = report.broken.unwrap();
+    assert_eq!((broken.seq, broken.kind), (4, BreakKind::CheckpointHead));
+}
+
+#[test]
+fn wrong_key_makes_every_signature_invalid() {
+    let (_d, path) = chain(5, 5);
+    let wrong = SigningKey::from_bytes(&[3; 32]).verifying_key();
+    let report = verify(&path, &Options { key: Some(wrong), ..Options::default() }).unwrap();
+    assert_eq!(report.signature_check, SignatureCheck::Invalid);
+    let broken = report.broken.unwrap();
+    assert_eq!((broken.seq, broken.kind), (5, BreakKind::CheckpointSignature));
+    assert!(broken.reason.contains("does not verify"), "{}", broken.reason);
+}
+
+#[test]
+fn limit_checks_the_newest_entries_from_a_checkpoint_before_them() {
+    let (_d, path) = chain(20, 5);
+    // An edit before the anchor is outside the window.
+    tamper(&path, "UPDATE entries SET from_agent = 'x' WHERE seq = 2");
+    let report = verify(&path, &Options { limit: Some(7), ..with_key() }).unwrap();
+    assert!(report.valid, "{report:?}");
+    assert_eq!((report.first_seq, report.entries), (11, 10));
+    // An edit inside it is found.
+    tamper(&path, "UPDATE entries SET from_agent = 'x' WHERE seq = 17");
+    let broken = verify(&path, &Options { limit: Some(7), ..with_key() }).unwrap().broken.unwrap();
+    assert_eq!((broken.seq, broken.kind), (17, BreakKind::EntryHash));
+    // The full check finds the first.
+    assert_eq!(verify(&path, &with_key()).unwrap().broken.unwrap().seq, 2);
+}
+
+#[test]
+fn exported_checkpoint_finds_truncation_and_rollback() {
+    let (_d, path) = chain(10, 4);
+    let conn = Store::open_read_only(&path).unwrap();
+    let chain_id = read_chain_id(&conn).unwrap();
+    let exported = crate::store::latest_checkpoint(&conn, &chain_id).unwrap().unwrap();
+    drop(conn);
+    let options = Options { external: Some(exported.clone()), ..with_key() };
+    assert!(verify(&path, &options).unwrap().valid);
+
+    // Truncated tail, its checkpoints removed too.
+    let (_d2, cut) = chain(10, 4);
+    std::fs::copy(&path, &cut).unwrap();
+    tamper(&cut, "DELETE FROM entries WHERE seq > 7; DELETE FROM checkpoints WHERE seq > 7;");
+    assert!(verify(&cut, &with_key()).unwrap().valid, "undetectable without the file");
+    let broken = verify(&cut, &options).unwrap().broken.unwrap();
+    assert_eq!((broken.seq, broken.kind), (8, BreakKind::Truncated));
+
+    // Rolled back to an old copy, then extended differently.
+    let (_d3, rolled) = chain(10, 4);
+    std::fs::copy(&path, &rolled).unwrap();
+    tamper(&rolled, "DELETE FROM entries WHERE seq > 7; DELETE FROM checkpoints WHERE seq > 7;");
+    let mut store = Store::open(&rolled).unwrap();
+    store.append_batch(&records(100, 105), 9).unwrap();
+    store.checkpoint(&key(), 10).unwrap();
+    drop(store);
+    let broken = verify(&rolled, &options).unwrap().broken.unwrap();
+    assert_eq!((broken.seq, broken.kind), (10, BreakKind::RolledBack));
+
+    // Another chain's checkpoint.
+    let (_d4, other) = chain(10, 4);
+    let broken = verify(&other, &options).unwrap().broken.unwrap();
+    assert_eq!(broken.kind, BreakKind::CheckpointChain);
+
+    // A forged file signature.
+    let mut forged = exported;
+    forged.checkpoint.seq = 9;
+    let options = Options { external: Some(forged), ..with_key() };
+    let report = verify(&path, &options).unwrap();
+    assert_eq!(report.broken.unwrap().kind, BreakKind::CheckpointSignature);
+    assert_eq!(report.signature_check, SignatureCheck::Invalid);
+}
+
+#[test]
+fn changed_quarantine_content_is_found_at_its_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let mut store = Store::open(&path).unwrap();
+    let mut batch = records(0, 3);
+    batch[1].quarantine_content = b"rm -rf /".to_vec();
+    batch[1].status = "quarantined".into();
+    store.append_batch(&batch, 1).unwrap();
+    drop(store);
+    assert!(verify(&path, &Options::default()).unwrap().valid);
+    tamper(&path, "UPDATE quarantine SET content = x'00'");
+    let broken = verify(&path, &Options::default()).unwrap().broken.unwrap();
+    assert_eq!((broken.seq, broken.kind), (2, BreakKind::QuarantineContent));
+}
+
+#[test]
+fn verify_never_writes() {
+    let (_d, path) = chain(3, 3);
+    let before = std::fs::read(&path).unwrap();
+    verify(&path, &with_key()).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn missing_file_is_an_error_not_a_broken_chain() {
+    let err = verify(Path::new("/nonexistent/audit.db"), &Options::default()).unwrap_err();
+    assert!(format!("{err:#}").contains("audit database not found"), "{err:#}");
+}
+
+#[test]
+fn text_report_names_state_and_counts_with_separators() {
+    let (_d, path) = chain(3, 3);
+    let text = render_text(&verify(&path, &with_key()).unwrap());
+    assert!(text.contains("Chain: VALID (3 entries)"), "{text}");
+    assert!(text.contains("Signature: VALID (1 checkpoints, key fingerprint "), "{text}");
+    assert_eq!(thousands(1_234_567), "1,234,567");
+    assert_eq!(thousands(999), "999");
+}
+
+/// Recomputes every hash from `seq` on, as an attacker without the key
+/// could.
+fn rehash_from(conn: &Connection, chain_id: &[u8; 16], seq: u64) {
+    let names = Entry::FIELDS.join(", ");
+    let mut prev: [u8; 32] = conn
+        .query_row("SELECT entry_hash FROM entries WHERE seq = ?1", [seq as i64 - 1], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let seqs: Vec<i64> = conn
+        .prepare("SELECT seq FROM entries WHERE seq >= ?1 ORDER BY seq")
+        .unwrap()
+        .query_map([seq as i64], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for s in seqs {
+        let hash = conn
+            .query_row(&format!("SELECT {names} FROM entries WHERE seq = ?1"), [s], |row| {
+                let values: Vec<FieldValue<'_>> = (0..Entry::FIELDS.len())
+                    .map(|i| match row.get_ref(i).unwrap() {
+                        ValueRef::Integer(n) => FieldValue::Integer(n),
+                        ValueRef::Text(t) => FieldValue::Text(std::str::from_utf8(t).unwrap()),
+                        other => panic!("{other:?}"),
+                    })
+                    .collect();
+                Ok(hash_fields(chain_id, s as u64, &prev, values))
+            })
+            .unwrap();
+        conn.execute(
+            "UPDATE entries SET prev_hash = ?1, entry_hash = ?2 WHERE seq = ?3",
+            rusqlite::params![prev.to_vec(), hash.to_vec(), s],
+        )
+        .unwrap();
+        prev = hash;
+    }
+}
