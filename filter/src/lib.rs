@@ -50,8 +50,51 @@ struct Shared {
     policy: Policy,
     /// Counter id per decision, in [`Decision::ALL`] order.
     decision_counters: Vec<Option<u32>>,
+    /// Counter id per rule id, defined on a rule's first finding.
+    rule_counters: RefCell<std::collections::HashMap<String, u32>>,
     /// Verified delegation chains of this VM (a VM is single-threaded).
     chains: RefCell<ChainCache>,
+}
+
+impl Shared {
+    /// Counts a decision and its rule findings. The names carry the
+    /// decision code and rule id between fixed words, so Envoy's
+    /// `stats_tags` turn them into labels (see envoy/envoy.yaml):
+    /// `warrant.decision.<code>.requests`, `warrant.rule.<id>.findings`.
+    fn count(&self, outcome_decision: Decision, rule_ids: &[&str]) {
+        let index = Decision::ALL.iter().position(|d| *d == outcome_decision);
+        if let Some(Some(id)) = index.and_then(|i| self.decision_counters.get(i)) {
+            increment(*id);
+        }
+        let Ok(mut counters) = self.rule_counters.try_borrow_mut() else {
+            return;
+        };
+        for rule in rule_ids {
+            let id = match counters.get(*rule) {
+                Some(id) => *id,
+                None => {
+                    let name = format!("warrant.rule.{rule}.findings");
+                    match hostcalls::define_metric(MetricType::Counter, &name) {
+                        Ok(id) => {
+                            counters.insert((*rule).to_string(), id);
+                            id
+                        }
+                        Err(status) => {
+                            debug!("define_metric {name} failed: {status:?}");
+                            continue;
+                        }
+                    }
+                }
+            };
+            increment(id);
+        }
+    }
+}
+
+fn increment(id: u32) {
+    if let Err(status) = hostcalls::increment_metric(id, 1) {
+        debug!("increment_metric failed: {status:?}");
+    }
 }
 
 /// Proxy-wasm shared data: one store for all VMs with our `vm_id`, so all
@@ -69,17 +112,6 @@ impl SharedStore for HostStore {
             Ok(()) => Ok(()),
             Err(proxy_wasm::types::Status::CasMismatch) => Err(SetError::CasMismatch),
             Err(status) => Err(SetError::Store(StoreError::new(format!("{status:?}")))),
-        }
-    }
-}
-
-impl Shared {
-    fn count(&self, decision: Decision) {
-        let index = Decision::ALL.iter().position(|d| *d == decision);
-        if let Some(Some(id)) = index.and_then(|i| self.decision_counters.get(i)) {
-            if let Err(status) = hostcalls::increment_metric(*id, 1) {
-                debug!("increment_metric failed: {status:?}");
-            }
         }
     }
 }
@@ -122,7 +154,7 @@ impl RootContext for WarrantRoot {
         let decision_counters = Decision::ALL
             .iter()
             .map(|d| {
-                let name = format!("warrant.decisions.{}", d.code());
+                let name = format!("warrant.decision.{}.requests", d.code());
                 hostcalls::define_metric(MetricType::Counter, &name).ok()
             })
             .collect();
@@ -132,7 +164,12 @@ impl RootContext for WarrantRoot {
             policy.keys.len(),
             policy.config.audit.cluster
         );
-        self.shared = Some(Rc::new(Shared { policy, decision_counters, chains }));
+        self.shared = Some(Rc::new(Shared {
+            policy,
+            decision_counters,
+            rule_counters: RefCell::new(std::collections::HashMap::new()),
+            chains,
+        }));
         true
     }
 
@@ -143,6 +180,7 @@ impl RootContext for WarrantRoot {
             shared,
             stage: Stage::ExpectHeaders,
             response_headers: Vec::new(),
+            forwarded: false,
         }))
     }
 
@@ -165,6 +203,8 @@ struct WarrantHttp {
     stage: Stage,
     /// Set on the response (forwarded or local) once decided.
     response_headers: Vec<(String, String)>,
+    /// Whether the request was resumed towards the upstream.
+    forwarded: bool,
 }
 
 impl WarrantHttp {
@@ -273,7 +313,8 @@ impl WarrantHttp {
     fn apply(&mut self, outcome: &Outcome) {
         self.stage = Stage::Done;
         self.response_headers.clone_from(&outcome.response_headers);
-        self.shared.count(outcome.decision);
+        let rules: Vec<&str> = outcome.findings.iter().map(|f| f.rule_id.as_str()).collect();
+        self.shared.count(outcome.decision, &rules);
         if outcome.decision.forwards() {
             for (name, value) in &outcome.forward_headers {
                 if let Err(status) =
@@ -282,6 +323,7 @@ impl WarrantHttp {
                     error!("#{} cannot set {name}: {status:?}", self.context_id);
                 }
             }
+            self.forwarded = true;
             if let Err(status) = hostcalls::resume_http_request() {
                 error!("#{} cannot resume the request: {status:?}", self.context_id);
             }
@@ -298,7 +340,7 @@ impl WarrantHttp {
         self.stage = Stage::Done;
         self.response_headers.clone_from(&outcome.response_headers);
         if outcome.decision.forwards() {
-            self.shared.count(Decision::AuditUnavailable);
+            self.shared.count(Decision::AuditUnavailable, &[]);
             self.reply(503, &outcome.reply_body(Decision::AuditUnavailable));
         } else {
             error!(
@@ -307,9 +349,21 @@ impl WarrantHttp {
                 outcome.record.message_id,
                 outcome.decision.code()
             );
-            self.shared.count(outcome.decision);
+            self.shared.count(outcome.decision, &[]);
             let status = outcome.decision.http_status().unwrap_or(403);
             self.reply(status, &outcome.reply_body(outcome.decision));
+        }
+    }
+
+    /// What a body or trailers callback returns once the request is
+    /// decided: it goes on only if the decision forwarded it. Returning
+    /// `Continue` while a record is unacknowledged, or after a local reply,
+    /// would let the request reach the upstream.
+    fn after_decision(&self) -> Action {
+        if self.forwarded {
+            Action::Continue
+        } else {
+            Action::Pause
         }
     }
 
@@ -370,6 +424,15 @@ impl HttpContext for WarrantHttp {
             head.peer_uri_sans = peer_uri_sans();
         }
         let message_id = new_message_id();
+        if head.is_encoded() {
+            // A compressed body would go upstream unscanned: refuse it.
+            let message = format!(
+                "content-encoding {:?} is not accepted: compressed bodies cannot be scanned",
+                head.content_encoding.as_deref().unwrap_or("")
+            );
+            let outcome = self.refuse(&head, &message_id, Decision::UnsupportedEncoding, message);
+            return self.send_record(outcome);
+        }
         let limit = u64::from(policy.config.max_body_bytes);
         if head.content_length.is_some_and(|length| length > limit) {
             let message = format!(
@@ -389,7 +452,9 @@ impl HttpContext for WarrantHttp {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let limit = self.policy().config.max_body_bytes as usize;
         let Stage::ExpectBody { body_size: seen, .. } = &mut self.stage else {
-            return Action::Continue;
+            // Decided before the body ended (413, 415): keep holding it
+            // until the local reply, or let it through once resumed.
+            return self.after_decision();
         };
         // While paused, `body_size` is the total buffered so far.
         *seen = body_size;
@@ -433,7 +498,7 @@ impl HttpContext for WarrantHttp {
         let Stage::ExpectBody { head, message_id, body_size } =
             std::mem::replace(&mut self.stage, Stage::Done)
         else {
-            return Action::Continue;
+            return self.after_decision();
         };
         self.decide_with_body(*head, message_id, body_size)
     }

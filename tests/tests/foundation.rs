@@ -217,3 +217,74 @@ fn shipped_configs_validate_and_a_bad_one_is_refused_naming_the_field() {
     assert!(!ok, "a bad plugin configuration must fail validation");
     assert!(output.contains("field `identityy`"), "{output}");
 }
+
+#[test]
+fn compressed_body_is_refused_not_forwarded_unscanned() {
+    let stack = Stack::start(Options::default());
+    let body = stack.alice.envelope("bob", "harmless text").to_string();
+    let reply = stack.send(
+        "POST",
+        "/v1/message",
+        &[("content-type", "application/json"), ("content-encoding", "gzip")],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(reply.status, 415, "{}", reply.body);
+    assert_eq!(reply.json()["policy_decision"], "unsupported_encoding");
+    assert!(stack.upstream.seen().is_empty());
+    assert_eq!(stack.records()[0].decision, "unsupported_encoding");
+}
+
+#[test]
+fn decisions_and_rules_are_labelled_prometheus_counters() {
+    let stack = Stack::start(Options::default());
+    let blocked = stack.alice.envelope("bob", "echo /cmd > /sys/fs/cgroup/memory/release_agent");
+    assert_eq!(stack.post_json("/v1/message", &[], &blocked).status, 403);
+    assert_eq!(
+        stack.post_json("/v1/message", &[], &stack.alice.envelope("bob", "hello")).status,
+        200
+    );
+    let metrics = ureq::get(&format!("http://{}/stats/prometheus", stack.envoy.admin))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let value = |series: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    assert_eq!(value(r#"warrant_rule_findings{rule_id="CE-004"}"#), Some(1), "{metrics}");
+    assert_eq!(value(r#"warrant_decision_requests{decision="content_blocked"}"#), Some(1));
+    assert_eq!(value(r#"warrant_decision_requests{decision="allow"}"#), Some(1));
+}
+
+#[test]
+fn bodies_over_the_limit_are_refused_and_never_reach_the_upstream() {
+    let stack = Stack::start(Options {
+        patch: Box::new(|json| json["max_body_bytes"] = 4096.into()),
+        ..Options::default()
+    });
+    // Declared too large: refused from the headers, body still streaming.
+    let big = "x".repeat(64 * 1024);
+    let reply =
+        stack.send("POST", "/upload", &[("content-type", "text/plain")], Some(big.as_bytes()));
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    assert_eq!(reply.json()["policy_decision"], "payload_too_large");
+    // Chunked (no content-length) and growing past the limit.
+    let url = format!("http://127.0.0.1:{}/upload", stack.envoy.port);
+    let chunked = ureq::post(&url)
+        .set("content-type", "text/plain")
+        .set("transfer-encoding", "chunked")
+        .send(std::io::Cursor::new(big.into_bytes()));
+    let status = match chunked {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(status, 413);
+    assert!(stack.upstream.seen().is_empty(), "the upstream saw {:?}", stack.upstream.seen().len());
+    let decisions: Vec<_> = stack.records().into_iter().map(|r| r.decision).collect();
+    assert_eq!(decisions, ["payload_too_large", "payload_too_large"]);
+}

@@ -76,7 +76,9 @@ mod tests {
                 "target": {}
             }}"#,
         );
-        let cases: &[(&str, &str, Option<&str>, &str, Option<Decision>)] = &[
+        // (case, sender, delegation root, recipient, expected refusal)
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, Option<Decision>);
+        let cases: &[Case<'_>] = &[
             ("listed recipient", "human", None, "target", None),
             ("unlisted recipient", "human", None, "other", Some(Decision::AclDenied)),
             ("empty list allows all", "open", None, "other", None),

@@ -11,6 +11,7 @@
 //! | `signature_required` | `rejected` | 401 | no source authenticated the sender |
 //! | `invalid_request` | `rejected` | 400 | unreadable JSON, bad envelope, bad timestamp |
 //! | `payload_too_large` | `rejected` | 413 | body over `max_body_bytes` |
+//! | `unsupported_encoding` | `rejected` | 415 | a compressed (`content-encoding`) body, which cannot be scanned |
 //! | `delegation_required` | `rejected` | 401 | no chain while `delegation.require_delegation` is set |
 //! | `delegation_invalid` | `rejected` | 403 | a chain that does not verify or is not the sender's |
 //! | `delegation_depth_exceeded` | `rejected` | 403 | more tokens than the sender's cap |
@@ -48,6 +49,8 @@ pub enum Decision {
     InvalidRequest,
     /// The body is over the limit (413).
     PayloadTooLarge,
+    /// The body is compressed and so cannot be scanned (415).
+    UnsupportedEncoding,
     /// A chain is required and missing (401).
     DelegationRequired,
     /// The chain does not verify or does not belong to the sender (403).
@@ -68,7 +71,7 @@ pub enum Decision {
 
 impl Decision {
     /// Every decision, for metrics and documentation.
-    pub const ALL: [Decision; 16] = [
+    pub const ALL: [Decision; 17] = [
         Decision::Allow,
         Decision::ContentFlagged,
         Decision::ContentQuarantined,
@@ -77,6 +80,7 @@ impl Decision {
         Decision::SignatureRequired,
         Decision::InvalidRequest,
         Decision::PayloadTooLarge,
+        Decision::UnsupportedEncoding,
         Decision::DelegationRequired,
         Decision::DelegationInvalid,
         Decision::DelegationDepthExceeded,
@@ -108,6 +112,7 @@ impl Decision {
             Decision::SignatureRequired => "signature_required",
             Decision::InvalidRequest => "invalid_request",
             Decision::PayloadTooLarge => "payload_too_large",
+            Decision::UnsupportedEncoding => "unsupported_encoding",
             Decision::DelegationRequired => "delegation_required",
             Decision::DelegationInvalid => "delegation_invalid",
             Decision::DelegationDepthExceeded => "delegation_depth_exceeded",
@@ -147,6 +152,7 @@ impl Decision {
             Decision::SignatureRequired | Decision::DelegationRequired => Some(401),
             Decision::InvalidRequest => Some(400),
             Decision::PayloadTooLarge => Some(413),
+            Decision::UnsupportedEncoding => Some(415),
             Decision::AuditUnavailable => Some(503),
         }
     }

@@ -75,6 +75,12 @@ impl RequestHead {
         head
     }
 
+    /// Whether the body is declared compressed (any `content-encoding` but
+    /// `identity`): such a body cannot be scanned as sent.
+    pub fn is_encoded(&self) -> bool {
+        self.content_encoding.as_deref().is_some_and(|e| !e.is_empty() && e != "identity")
+    }
+
     /// Whether the body is declared as JSON (`application/json` or any
     /// `+json` type).
     pub fn is_json(&self) -> bool {
