@@ -8,7 +8,8 @@
 //!   `warrant_filter.wasm`, configured from `envoy/envoy.yaml`;
 //! - [`stack`]: all three wired together on free ports;
 //! - [`agents`]: keys and signed envelopes for test agents;
-//! - [`wait`]: waiting on a condition (never a fixed sleep).
+//! - [`wait`]: waiting on a condition (never a fixed sleep);
+//! - [`bench`]: the pieces of the performance harness (`warrant-bench`).
 //!
 //! Ports: every process binds port 0 and reports the port it got (the
 //! sidecar on stdout, Envoy through its admin API), so runs never collide.
@@ -17,6 +18,7 @@
 #![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod agents;
+pub mod bench;
 pub mod envoy;
 pub mod mesh;
 pub mod process;

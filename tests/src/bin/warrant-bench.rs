@@ -1,0 +1,630 @@
+//! `warrant-bench`: Envoy with Warrant against the same Envoy without it, on
+//! loopback, and one markdown table of the results. `scripts/bench` builds
+//! and runs it (and the component benchmarks whose output it is given).
+//!
+//! ```text
+//! warrant-bench [--quick] [--out FILE] [--dir DIR] [--concurrency N]
+//!               [--criterion NAME=FILE]... [--command TEXT]
+//! ```
+//!
+//! What it does, in order:
+//! 1. checks which audit modes the built filter accepts (`audit.mode`
+//!    `sync`/`async`, by `envoy --mode validate`);
+//! 2. times `envoy --mode validate` on the filter config and on the baseline
+//!    (the same config without the wasm filter), alternating;
+//! 3. starts one stack per configuration (baseline, Warrant with audit sync,
+//!    and with audit async when available), each with its own upstream and
+//!    sidecar, and times each one's first request (rules compile lazily);
+//! 4. for each body size (1 KiB, 64 KiB, 1 MiB) and traffic kind (MCP
+//!    `tools/call`, signed envelope; both with a 2-hop delegation chain),
+//!    repeats: for each configuration, in an order that rotates every
+//!    repetition, a `wrk` saturation run and then a fixed-rate open-loop run;
+//! 5. reads each VM's linear memory from `/proc/PID/smaps`;
+//! 6. prints the table (and writes it to `--out`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use warrant_e2e::bench::{
+    self, open_loop, parse_criterion, spread, wrk, BenchStack, Cast, Client, CriterionResult,
+    Setup, Traffic,
+};
+use warrant_e2e::envoy::Ports;
+
+/// How long and how often.
+struct Plan {
+    reps: usize,
+    saturation: Duration,
+    latency: Duration,
+    validate_reps: usize,
+}
+
+/// Body sizes, with the fixed request rate of the latency runs.
+const SIZES: [(&str, usize, f64); 3] =
+    [("1 KiB", 1 << 10, 200.0), ("64 KiB", 64 << 10, 50.0), ("1 MiB", 1 << 20, 4.0)];
+const TRAFFIC: [Traffic; 2] = [Traffic::McpToolsCall, Traffic::SignedEnvelope];
+/// Connections of the saturation runs (`wrk -t1 -cN`).
+const WRK_CONNECTIONS: u32 = 16;
+/// Connections of the fixed-rate runs.
+const OPEN_LOOP_CONNECTIONS: usize = 8;
+
+/// One repetition of one configuration on one cell.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    samples: usize,
+    failures: u64,
+}
+
+type Cell = (usize, Traffic); // (size index, traffic)
+
+fn main() {
+    let args = Args::parse();
+    let plan = if args.quick {
+        Plan {
+            reps: 2,
+            saturation: Duration::from_secs(2),
+            latency: Duration::from_secs(2),
+            validate_reps: 2,
+        }
+    } else {
+        Plan {
+            reps: 3,
+            saturation: Duration::from_secs(10),
+            latency: Duration::from_secs(10),
+            validate_reps: 5,
+        }
+    };
+    let started = Instant::now();
+    let dir = args.dir.clone();
+    std::fs::create_dir_all(&dir).expect("work dir");
+    let cast = Cast::new();
+    let mut report = Report::default();
+
+    // 1. Which audit modes does the built filter accept?
+    let modes = audit_modes(&cast, &dir);
+    eprintln!("warrant-bench: audit.mode support: {modes:?}");
+    let mut setups = vec![Setup::Baseline, Setup::Sync];
+    if modes.async_mode {
+        setups.push(Setup::Async);
+    }
+    let mode_of = |setup: Setup| match setup {
+        Setup::Baseline => None,
+        Setup::Sync => modes.sync_mode.then_some("sync"),
+        Setup::Async => Some("async"),
+    };
+
+    // 2. Start-up cost, by `envoy --mode validate`.
+    let filter_config = dir.join("validate-filter.yaml");
+    let baseline_config = dir.join("validate-baseline.yaml");
+    let ports = Ports { audit: 1, upstream: 1 };
+    bench::render(Setup::Sync, &filter_config, ports, &cast.patch(mode_of(Setup::Sync)));
+    bench::render(Setup::Baseline, &baseline_config, ports, &cast.patch(None));
+    let (mut validate_filter, mut validate_base) = (Vec::new(), Vec::new());
+    for _ in 0..plan.validate_reps {
+        let (ok_f, t_f) = bench::time_validate(&filter_config);
+        let (ok_b, t_b) = bench::time_validate(&baseline_config);
+        assert!(ok_f && ok_b, "envoy --mode validate failed on the bench configs");
+        validate_filter.push(t_f * 1000.0);
+        validate_base.push(t_b * 1000.0);
+    }
+    eprintln!("warrant-bench: validate ms, filter {validate_filter:?}, baseline {validate_base:?}");
+
+    // 3. The stacks.
+    let mut stacks = Vec::new();
+    let mut first_request = BTreeMap::new();
+    for setup in &setups {
+        let stack_dir = dir.join(format!("{setup:?}").to_lowercase());
+        eprintln!("warrant-bench: starting {}", setup.name());
+        let stack = BenchStack::start(*setup, mode_of(*setup), &cast, &stack_dir, args.concurrency);
+        let chain = cast.delegation_header();
+        let request = Traffic::McpToolsCall.request(&cast, &chain, 1 << 10, 1);
+        let t = Instant::now();
+        let status = Client::new(stack.port()).send(&request);
+        first_request.insert(*setup, t.elapsed().as_secs_f64() * 1000.0);
+        check(&stack, &request, status.ok(), "first request");
+        warm_up(&stack, &cast);
+        stacks.push(stack);
+    }
+    let configure_ms: Vec<f64> = stacks
+        .iter()
+        .filter(|s| s.setup != Setup::Baseline)
+        .flat_map(|s| bench::vm_configure_times(&s.envoy.log()))
+        .collect();
+
+    // 4. The runs.
+    let mut runs: BTreeMap<(Cell, Setup), Vec<Run>> = BTreeMap::new();
+    let total_cells = SIZES.len() * TRAFFIC.len() * plan.reps * setups.len();
+    let mut done = 0;
+    for (size_index, (size_name, size, rate)) in SIZES.iter().enumerate() {
+        for traffic in TRAFFIC {
+            for rep in 0..plan.reps {
+                let mut order = setups.clone();
+                order.rotate_left(rep % setups.len());
+                for setup in order {
+                    done += 1;
+                    let stack = stacks.iter().find(|s| s.setup == setup).expect("stack");
+                    eprintln!(
+                        "warrant-bench: [{done}/{total_cells}] {} {size_name} rep {} {} ({:.0} s)",
+                        traffic.name(),
+                        rep + 1,
+                        setup.name(),
+                        started.elapsed().as_secs_f64()
+                    );
+                    // Fresh chain and envelope timestamps each run.
+                    let chain = cast.delegation_header();
+                    let seed = (rep * 1000 + size_index * 10) as u64 + 7;
+                    let request = traffic.request(&cast, &chain, *size, seed);
+                    check(stack, &request, Client::new(stack.port()).send(&request).ok(), "probe");
+                    let file = dir.join("request.bin");
+                    std::fs::write(&file, &request).expect("write request");
+                    let saturation =
+                        wrk(stack.port(), &file, &dir, plan.saturation, WRK_CONNECTIONS)
+                            .unwrap_or_else(|e| panic!("wrk: {e}"));
+                    let requests = vec![Arc::new(request)];
+                    let latency = open_loop(
+                        stack.port(),
+                        &requests,
+                        *rate,
+                        plan.latency,
+                        OPEN_LOOP_CONNECTIONS,
+                    );
+                    let run = Run {
+                        rps: saturation.rps,
+                        p50_ms: latency.quantile_ms(0.50),
+                        p99_ms: latency.quantile_ms(0.99),
+                        samples: latency.latencies_us.len(),
+                        failures: saturation.non_2xx
+                            + saturation.errors
+                            + latency.non_200
+                            + latency.errors
+                            + latency.dropped,
+                    };
+                    eprintln!(
+                        "warrant-bench:   {:.0} req/s; at {rate}/s p50 {:.3} ms p99 {:.3} ms \
+                         ({} samples); failures {}",
+                        run.rps, run.p50_ms, run.p99_ms, run.samples, run.failures
+                    );
+                    runs.entry(((size_index, traffic), setup)).or_default().push(run);
+                }
+            }
+        }
+    }
+
+    // 5. Memory, after all the traffic.
+    let mut memory = BTreeMap::new();
+    for stack in &stacks {
+        let pid = stack.envoy.process.pid();
+        memory.insert(stack.setup, (bench::rss(pid), bench::wasm_memories(pid)));
+    }
+
+    // 6. The table.
+    report.e2e(&plan, &setups, &runs);
+    report.startup(&validate_filter, &validate_base, &configure_ms, &first_request);
+    report.memory(&memory, args.concurrency);
+    report.components(&args.criterion, modes.async_mode);
+    let text = report.render(&args, &plan, started.elapsed());
+    println!("{text}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &text).unwrap_or_else(|e| panic!("write {}: {e}", out.display()));
+    }
+    drop(stacks);
+}
+
+/// Sends requests of every kind over several connections, so that every
+/// worker's VM has compiled its rules and verified the chain before runs.
+fn warm_up(stack: &BenchStack, cast: &Cast) {
+    let chain = cast.delegation_header();
+    let requests: Vec<Arc<Vec<u8>>> =
+        TRAFFIC.iter().map(|t| Arc::new(t.request(cast, &chain, 1 << 10, 2))).collect();
+    let result = open_loop(stack.port(), &requests, 200.0, Duration::from_millis(500), 8);
+    assert_eq!(
+        result.non_200 + result.errors + result.dropped,
+        0,
+        "warm-up of {} failed: {result:?}",
+        stack.setup.name()
+    );
+}
+
+/// Panics with the answer's body when a request is not answered 200.
+fn check(stack: &BenchStack, request: &[u8], status: Option<u16>, what: &str) {
+    if status == Some(200) {
+        return;
+    }
+    let answer = Client::send_verbose(stack.port(), request);
+    panic!(
+        "{what} through {} was not answered 200 ({status:?}); again: {answer:?}\nenvoy log: {}",
+        stack.setup.name(),
+        stack.envoy.log.display()
+    );
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Modes {
+    sync_mode: bool,
+    async_mode: bool,
+}
+
+/// Whether the built filter accepts `audit.mode` `sync` and `async`.
+fn audit_modes(cast: &Cast, dir: &std::path::Path) -> Modes {
+    let ports = Ports { audit: 1, upstream: 1 };
+    let accepts = |mode: Option<&'static str>| {
+        let config = dir.join(format!("probe-{}.yaml", mode.unwrap_or("none")));
+        bench::render(Setup::Sync, &config, ports, &cast.patch(mode));
+        bench::time_validate(&config).0
+    };
+    assert!(
+        accepts(None),
+        "the filter refuses the bench configuration; run envoy --mode validate on {}",
+        dir.join("probe-none.yaml").display()
+    );
+    Modes { sync_mode: accepts(Some("sync")), async_mode: accepts(Some("async")) }
+}
+
+// ---------------------------------------------------------------------------
+// Arguments
+
+struct Args {
+    quick: bool,
+    out: Option<PathBuf>,
+    dir: PathBuf,
+    concurrency: u32,
+    criterion: Vec<(String, PathBuf)>,
+    command: String,
+}
+
+impl Args {
+    fn parse() -> Args {
+        let mut args = Args {
+            quick: false,
+            out: None,
+            dir: std::env::temp_dir().join(format!("warrant-bench-{}", std::process::id())),
+            concurrency: 2,
+            criterion: Vec::new(),
+            command: "scripts/bench".into(),
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(arg) = it.next() {
+            let mut value = || it.next().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
+            match arg.as_str() {
+                "--quick" => args.quick = true,
+                "--out" => args.out = Some(value().into()),
+                "--dir" => args.dir = value().into(),
+                "--concurrency" => {
+                    args.concurrency = value().parse().unwrap_or_else(|_| usage("--concurrency N"))
+                }
+                "--criterion" => {
+                    let v = value();
+                    let (name, file) = v.split_once('=').unwrap_or_else(|| usage("NAME=FILE"));
+                    args.criterion.push((name.to_string(), file.into()));
+                }
+                "--command" => args.command = value(),
+                "-h" | "--help" => usage(""),
+                other => usage(&format!("unknown argument {other}")),
+            }
+        }
+        args
+    }
+}
+
+fn usage(problem: &str) -> ! {
+    if !problem.is_empty() {
+        eprintln!("warrant-bench: {problem}");
+    }
+    eprintln!(
+        "usage: warrant-bench [--quick] [--out FILE] [--dir DIR] [--concurrency N] \
+         [--criterion NAME=FILE]... [--command TEXT]"
+    );
+    std::process::exit(2);
+}
+
+// ---------------------------------------------------------------------------
+// The report
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<[String; 5]>,
+}
+
+fn fmt_spread((min, med, max): (f64, f64, f64), unit: &str, digits: usize) -> String {
+    if med.is_nan() {
+        return "–".into();
+    }
+    format!("{med:.digits$}{unit} [{min:.digits$}–{max:.digits$}]")
+}
+
+fn verdict(ok: bool) -> String {
+    if ok { "met" } else { "**missed**" }.into()
+}
+
+impl Report {
+    fn row(&mut self, measure: String, body: &str, value: String, goal: &str, result: String) {
+        self.rows.push([measure, body.into(), value, goal.into(), result]);
+    }
+
+    fn e2e(&mut self, plan: &Plan, setups: &[Setup], runs: &BTreeMap<(Cell, Setup), Vec<Run>>) {
+        for (size_index, (size_name, _, rate)) in SIZES.iter().enumerate() {
+            for traffic in TRAFFIC {
+                let cell = (size_index, traffic);
+                let Some(base) = runs.get(&(cell, Setup::Baseline)) else { continue };
+                let t = traffic.name();
+                let base_rps: Vec<f64> = base.iter().map(|r| r.rps).collect();
+                self.row(
+                    format!("{t}: throughput at saturation, baseline"),
+                    size_name,
+                    fmt_spread(spread(&base_rps), " req/s", 0),
+                    "",
+                    String::new(),
+                );
+                let p50: Vec<f64> = base.iter().map(|r| r.p50_ms).collect();
+                let p99: Vec<f64> = base.iter().map(|r| r.p99_ms).collect();
+                self.row(
+                    format!("{t}: latency p50 / p99 at {rate} req/s, baseline"),
+                    size_name,
+                    format!(
+                        "{} / {}",
+                        fmt_spread(spread(&p50), " ms", 3),
+                        fmt_spread(spread(&p99), " ms", 3)
+                    ),
+                    "",
+                    String::new(),
+                );
+                for setup in setups.iter().filter(|s| **s != Setup::Baseline) {
+                    let Some(with) = runs.get(&(cell, *setup)) else { continue };
+                    let name = setup.name();
+                    let ratio: Vec<f64> =
+                        with.iter().zip(base).map(|(w, b)| w.rps / b.rps).collect();
+                    let (goal, ok) = throughput_goal(size_index, *setup, spread(&ratio).1);
+                    self.row(
+                        format!("{t}: throughput ratio to baseline, {name}"),
+                        size_name,
+                        fmt_spread(spread(&ratio), "×", 2),
+                        goal,
+                        ok.map(verdict).unwrap_or_default(),
+                    );
+                    let add50: Vec<f64> =
+                        with.iter().zip(base).map(|(w, b)| w.p50_ms - b.p50_ms).collect();
+                    let add99: Vec<f64> =
+                        with.iter().zip(base).map(|(w, b)| w.p99_ms - b.p99_ms).collect();
+                    let (goal, ok) = latency_goal(size_index, *setup, spread(&add99).1);
+                    self.row(
+                        format!("{t}: added latency p50 / p99 at {rate} req/s, {name}"),
+                        size_name,
+                        format!(
+                            "{} / {}",
+                            fmt_spread(spread(&add50), " ms", 3),
+                            fmt_spread(spread(&add99), " ms", 3)
+                        ),
+                        goal,
+                        ok.map(verdict).unwrap_or_default(),
+                    );
+                }
+                let failures: u64 = setups
+                    .iter()
+                    .filter_map(|s| runs.get(&(cell, *s)))
+                    .flatten()
+                    .map(|r| r.failures)
+                    .sum();
+                let samples: usize = setups
+                    .iter()
+                    .filter_map(|s| runs.get(&(cell, *s)))
+                    .flatten()
+                    .map(|r| r.samples)
+                    .min()
+                    .unwrap_or(0);
+                let goal = if size_index == 2 { "no errors" } else { "" };
+                self.row(
+                    format!(
+                        "{t}: failed requests, all configurations and runs \
+                         (fewest latency samples in a run: {samples})"
+                    ),
+                    size_name,
+                    failures.to_string(),
+                    goal,
+                    if size_index == 2 { verdict(failures == 0) } else { String::new() },
+                );
+            }
+        }
+        if !setups.contains(&Setup::Async) {
+            self.row(
+                "Warrant, audit async".into(),
+                "all",
+                "not available yet: the filter refuses `audit.mode`".into(),
+                "1 KiB: ≥ 0.85×, added p99 ≤ 0.5 ms",
+                "not measured".into(),
+            );
+        }
+        let _ = plan;
+    }
+
+    fn startup(
+        &mut self,
+        filter: &[f64],
+        base: &[f64],
+        configure: &[f64],
+        first: &BTreeMap<Setup, f64>,
+    ) {
+        let extra: Vec<f64> = filter.iter().zip(base).map(|(f, b)| f - b).collect();
+        let med = spread(&extra).1;
+        self.row(
+            "VM start, full library: `envoy --mode validate` with the filter minus without \
+             (compiles the module, runs on_configure)"
+                .into(),
+            "–",
+            format!(
+                "{} (with {}, without {})",
+                fmt_spread(spread(&extra), " ms", 0),
+                fmt_spread(spread(filter), " ms", 0),
+                fmt_spread(spread(base), " ms", 0)
+            ),
+            "≤ 300 ms",
+            verdict(med <= 300.0),
+        );
+        self.row(
+            "VM start: on_vm_start → on_configure done, per VM (Envoy's wasm log timestamps, \
+             ms resolution)"
+                .into(),
+            "–",
+            format!("{} over {} VMs", fmt_spread(spread(configure), " ms", 0), configure.len()),
+            "",
+            String::new(),
+        );
+        let base_first = first.get(&Setup::Baseline).copied().unwrap_or(f64::NAN);
+        for (setup, ms) in first.iter().filter(|(s, _)| **s != Setup::Baseline) {
+            self.row(
+                format!(
+                    "First request after start, {} (rules compile lazily on first use), \
+                     minus baseline's first request",
+                    setup.name()
+                ),
+                "1 KiB",
+                format!("{:.0} ms ({ms:.0} ms vs {base_first:.1} ms)", ms - base_first),
+                "",
+                String::new(),
+            );
+        }
+    }
+
+    fn memory(&mut self, memory: &BTreeMap<Setup, (u64, Vec<u64>)>, concurrency: u32) {
+        const MIB: f64 = 1024.0 * 1024.0;
+        let base_rss = memory.get(&Setup::Baseline).map_or(0, |m| m.0);
+        for (setup, (rss, vms)) in memory.iter().filter(|(s, _)| **s != Setup::Baseline) {
+            let sizes: Vec<f64> = vms.iter().map(|b| *b as f64 / MIB).collect();
+            let max = sizes.iter().copied().fold(0.0_f64, f64::max);
+            self.row(
+                format!(
+                    "Wasm linear memory per VM after the runs, {} (resident pages of each V8 \
+                     wasm memory reservation in /proc/PID/smaps; {} VMs expected: {} workers \
+                     + main)",
+                    setup.name(),
+                    concurrency + 1,
+                    concurrency
+                ),
+                "–",
+                format!(
+                    "{} (largest {max:.1} MiB; VMs found: {})",
+                    sizes.iter().map(|s| format!("{s:.1}")).collect::<Vec<_>>().join(", ") + " MiB",
+                    sizes.len()
+                ),
+                "≤ 32 MiB",
+                if sizes.is_empty() { "not found".into() } else { verdict(max <= 32.0) },
+            );
+            self.row(
+                format!("Envoy RSS after the runs, {} minus baseline", setup.name()),
+                "–",
+                format!(
+                    "{:.1} MiB ({:.1} vs {:.1} MiB)",
+                    (*rss as f64 - base_rss as f64) / MIB,
+                    *rss as f64 / MIB,
+                    base_rss as f64 / MIB
+                ),
+                "",
+                String::new(),
+            );
+        }
+    }
+
+    fn components(&mut self, files: &[(String, PathBuf)], _async: bool) {
+        for (name, file) in files {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let results = parse_criterion(&text);
+            if results.is_empty() {
+                self.row(
+                    format!("component `{name}`: no Criterion results (see {})", file.display()),
+                    "–",
+                    "–".into(),
+                    "",
+                    String::new(),
+                );
+                continue;
+            }
+            for r in &results {
+                let body = ["1KiB", "16KiB", "64KiB", "256KiB", "1MiB"]
+                    .iter()
+                    .find(|s| r.id.ends_with(*s))
+                    .map_or("–".to_string(), |s| s.replace("KiB", " KiB").replace("MiB", " MiB"));
+                let value = match &r.throughput {
+                    Some(t) => format!("{} ({t})", r.time),
+                    None => r.time.clone(),
+                };
+                self.row(format!("component `{name}`: {}", r.id), &body, value, "", String::new());
+            }
+            if name.starts_with("warrant-rules") {
+                self.linearity(&results);
+            }
+        }
+    }
+
+    /// Time per byte at 1 MiB over time per byte at 64 KiB, for the engine.
+    fn linearity(&mut self, results: &[CriterionResult]) {
+        let find = |suffix: &str| {
+            results.iter().find(|r| r.id.contains("engine") && r.id.ends_with(suffix))
+        };
+        if let (Some(small), Some(large)) = (find("64KiB"), find("1MiB")) {
+            let ratio = (large.seconds / 16.0) / small.seconds;
+            self.row(
+                "rule scan linearity: time per byte at 1 MiB ÷ at 64 KiB (engine, full library)"
+                    .into(),
+                "1 MiB",
+                format!("{ratio:.2}"),
+                "linear (≤ 2)",
+                verdict(ratio <= 2.0),
+            );
+        }
+    }
+
+    fn render(&self, args: &Args, plan: &Plan, elapsed: Duration) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "| Measure | Body | Value: median [min–max] | Goal | Result |");
+        let _ = writeln!(out, "|---|---|---|---|---|");
+        for [measure, body, value, goal, result] in &self.rows {
+            let _ = writeln!(out, "| {measure} | {body} | {value} | {goal} | {result} |");
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "- Machine: {}.", bench::machine());
+        let _ = writeln!(
+            out,
+            "- Envoy: `--concurrency {}`, one stack per configuration (own upstream and sidecar), \
+             all on 127.0.0.1; the load generators share the same CPUs.",
+            args.concurrency
+        );
+        let _ = writeln!(
+            out,
+            "- Saturation: `wrk -t1 -c{WRK_CONNECTIONS} -d{}s`; latency: fixed-rate open loop \
+             over {OPEN_LOOP_CONNECTIONS} keep-alive connections, measured from each request's \
+             scheduled send time, {} s per run; {} repetitions, configurations rotated between \
+             repetitions; ratios and added latencies are paired within a repetition.",
+            plan.saturation.as_secs(),
+            plan.latency.as_secs(),
+            plan.reps
+        );
+        let _ = writeln!(out, "- Wall time: {:.0} s.", elapsed.as_secs_f64());
+        let _ = writeln!(out, "- Command: `{}`", args.command);
+        out
+    }
+}
+
+/// The issue's throughput goals: (goal text, met?).
+fn throughput_goal(size_index: usize, setup: Setup, ratio: f64) -> (&'static str, Option<bool>) {
+    match (size_index, setup) {
+        (0, Setup::Async) => ("≥ 0.85×", Some(ratio >= 0.85)),
+        (1, _) => ("≥ 0.60×", Some(ratio >= 0.60)),
+        _ => ("", None),
+    }
+}
+
+/// The issue's latency goals on the added p99: (goal text, met?).
+fn latency_goal(size_index: usize, setup: Setup, added_p99: f64) -> (&'static str, Option<bool>) {
+    match (size_index, setup) {
+        (0, Setup::Async) => ("p99 ≤ +0.5 ms", Some(added_p99 <= 0.5)),
+        (0, Setup::Sync) => ("p99 ≤ +2 ms", Some(added_p99 <= 2.0)),
+        _ => ("", None),
+    }
+}
