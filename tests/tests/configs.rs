@@ -74,7 +74,58 @@ fn rendered_envoy_filter_with_an_unknown_wasm_field_is_refused() {
 
     let (ok, output) = validate_doc(&render_envoy_filter(&doc), "typo-inbound");
     assert!(!ok, "a misspelt Wasm field must fail validation");
-    assert!(output.contains("no such  field: 'allow_on_header_stop_iteration'"), "{output}");
+    // protobuf's JSON parser pads its messages with a varying number of
+    // spaces, so compare with runs of whitespace collapsed.
+    let collapsed = output.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(collapsed.contains("no such field: 'allow_on_header_stop_iteration'"), "{output}");
+}
+
+#[test]
+fn readme_documents_every_field_the_filter_accepts() {
+    // The filter itself is the source of truth: an unknown field at each
+    // level makes it list the fields it accepts there, which the README's
+    // reference must name in the form given.
+    let levels: &[(&str, &str, &str)] = &[
+        ("top level", r#"{"zzz": 1}"#, "`{}"),
+        ("audit", r#"{"audit": {"zzz": 1}}"#, "`audit.{}`"),
+        ("identity", r#"{"identity": {"zzz": 1}}"#, "| `{}"),
+        ("recipient", r#"{"recipient": {"zzz": 1}}"#, "`recipient.{}`"),
+        ("delegation", r#"{"delegation": {"zzz": 1}}"#, "| `{}"),
+        (
+            "delegation agent",
+            r#"{"delegation": {"agents": {"a": {"zzz": 1}}}}"#,
+            "`agents.<name>.{}`",
+        ),
+        ("sessions", r#"{"sessions": {"zzz": 1}}"#, "| `{}"),
+        ("agent", r#"{"agents": {"a": {"zzz": 1}}}"#, "`agents.<name>.{}`"),
+    ];
+    let readme = std::fs::read_to_string(path("envoy/README.md")).unwrap();
+    let outputs: Vec<(String, String)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = levels
+            .iter()
+            .map(|(level, json, _)| {
+                scope.spawn(move || {
+                    let mut base = base_config();
+                    set_plugin_configuration(&mut base, json);
+                    let (ok, output) = validate_doc(&base, &level.replace(' ', "-"));
+                    assert!(!ok, "{level}: an unknown field must be refused");
+                    (level.to_string(), output)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for ((level, output), (_, _, form)) in outputs.iter().zip(levels) {
+        let fields = accepted_fields(output);
+        assert!(!fields.is_empty(), "{level}: no field list in:\n{output}");
+        for field in fields {
+            let wanted = form.replace("{}", &field);
+            assert!(
+                readme.contains(&wanted),
+                "envoy/README.md does not document {wanted} ({level})"
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -742,6 +793,19 @@ fn validate_doc(doc: &Value, name: &str) -> (bool, String) {
 fn assert_validates(doc: &Value, name: &str) {
     let (ok, output) = validate_doc(doc, name);
     assert!(ok, "{name} does not validate:\n{output}\n{}", serde_yaml::to_string(doc).unwrap());
+}
+
+/// The fields serde lists after "unknown field `zzz`, expected ..." in the
+/// filter's refusal (one of: "expected `a`", "expected `a` or `b`",
+/// "expected one of `a`, `b`, ...").
+fn accepted_fields(output: &str) -> Vec<String> {
+    let Some(line) = output.lines().find(|l| l.contains("unknown field `zzz`")) else {
+        return Vec::new();
+    };
+    let Some((_, list)) = line.split_once("expected") else {
+        return Vec::new();
+    };
+    list.split('`').skip(1).step_by(2).map(str::to_string).collect()
 }
 
 /// A Dockerfile's instructions as (keyword, rest), comments and blank lines
