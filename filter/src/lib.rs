@@ -28,7 +28,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 use warrant_core::config::{IdentitySource, Policy};
 use warrant_core::decision::Decision;
-use warrant_core::pipeline::{evaluate, refuse_early, Env, Outcome};
+use warrant_core::pipeline::{evaluate, refuse_early, Env, Outcome, FACT_PREFIX};
 use warrant_core::request::{HeaderNames, RequestHead};
 use warrant_delegation::ChainCache;
 use warrant_session::{OsRandom, SetError, SharedStore, StoreError};
@@ -315,6 +315,7 @@ impl WarrantHttp {
         self.response_headers.clone_from(&outcome.response_headers);
         let rules: Vec<&str> = outcome.findings.iter().map(|f| f.rule_id.as_str()).collect();
         self.shared.count(outcome.decision, &rules);
+        self.export_facts(outcome);
         if outcome.decision.forwards() {
             for (name, value) in &outcome.forward_headers {
                 if let Err(status) =
@@ -331,6 +332,22 @@ impl WarrantHttp {
         }
         let status = outcome.decision.http_status().unwrap_or(403);
         self.reply(status, &outcome.reply_body(outcome.decision));
+    }
+
+    /// Sets the verified facts as Wasm properties. Envoy keeps property `P`
+    /// as the filter state object `wasm.P` of this request, which the RBAC
+    /// filter after this one (`filter_state` principals) and access logs
+    /// (`%FILTER_STATE(wasm.warrant.sender:PLAIN)%`) read. Each property is
+    /// set once per request; Envoy refuses a property only without a
+    /// stream (never in an HTTP context) or when it was declared read-only
+    /// (we declare none), which are the statuses the SDK would trap on.
+    fn export_facts(&self, outcome: &Outcome) {
+        for (fact, value) in &outcome.facts {
+            let name = format!("{FACT_PREFIX}{fact}");
+            if let Err(status) = hostcalls::set_property(vec![&name], Some(value.as_bytes())) {
+                debug!("#{} cannot set property {name}: {status:?}", self.context_id);
+            }
+        }
     }
 
     /// No acknowledged record, no action: a request that would have been

@@ -299,3 +299,74 @@ fn hostile_headers_get_clear_rejections_and_the_filter_keeps_serving() {
     assert!(stack.upstream.seen().is_empty(), "nothing hostile reached the upstream");
     assert_filter_healthy(&stack, &w);
 }
+
+/// envoy/examples/rbac-on-delegation.yaml, put into envoy.yaml the way its
+/// comments say: the RBAC filter before the router, the access log on the
+/// HTTP connection manager (to `log`).
+fn template_with_rbac_example(dir: &std::path::Path, log: &std::path::Path) -> std::path::PathBuf {
+    use serde_yaml::Value;
+    let root = warrant_e2e::repo_root();
+    let read = |p: &str| -> Value {
+        serde_yaml::from_str(&std::fs::read_to_string(root.join(p)).unwrap()).unwrap()
+    };
+    let example = read("envoy/examples/rbac-on-delegation.yaml");
+    let mut doc = read("envoy/envoy.yaml");
+    let hcm = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"];
+    let filters = hcm["http_filters"].as_sequence_mut().unwrap();
+    let router = filters.len() - 1;
+    filters.insert(router, example["http_filter"].clone());
+    let mut access_log = example["access_log"].clone();
+    access_log["typed_config"]["path"] = log.display().to_string().into();
+    hcm["access_log"] = Value::Sequence(vec![access_log]);
+    let path = dir.join("envoy-rbac-template.yaml");
+    std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn verified_chain_root_drives_envoy_rbac_and_access_logs() {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("access.log");
+    let template = template_with_rbac_example(scratch.path(), &log);
+    let stack = Stack::start(Options { template, ..Options::default() });
+    let request = MintRequest {
+        delegator: "alice",
+        delegate: "bob",
+        scope: vec!["research-agent".into()],
+        tools: vec![],
+        ttl: Duration::from_secs(3600),
+        max_depth: 3,
+        parent: None,
+    };
+    let token = mint(&stack.alice.key, &request, Timestamp::from_unix_secs(now_secs())).unwrap();
+    let chain = encode_header(&[token]);
+    let body = stack.bob.envelope("research-agent", "List this quarter's reports");
+
+    // 1. bob acting for alice may use /admin/.
+    let delegated = stack.post_json("/admin/reports", &[(HEADER, &chain)], &body);
+    assert_eq!(delegated.status, 200, "{}", delegated.body);
+    // 2. bob on his own may not: Warrant allows it, Envoy's RBAC refuses.
+    let alone = stack.post_json("/admin/reports", &[], &body);
+    assert_eq!(alone.status, 403, "{}", alone.body);
+    assert!(alone.body.contains("RBAC"), "{}", alone.body);
+    // 3. Anything else passes.
+    let elsewhere = stack.post_json("/v1/message", &[], &body);
+    assert_eq!(elsewhere.status, 200, "{}", elsewhere.body);
+    let seen: Vec<String> = stack.upstream.seen().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(seen, ["/admin/reports", "/v1/message"]);
+
+    // The access log prints the same facts (Envoy flushes it on a timer).
+    let lines = warrant_e2e::wait::until(Duration::from_secs(10), "3 access log lines", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        (lines.len() >= 3).then_some(lines)
+    });
+    let hash = stack.records()[0].delegation_chain_hash.clone();
+    assert!(!hash.is_empty());
+    assert!(lines[0].contains("/admin/reports 200 decision=allow sender=bob root=alice depth=1"));
+    assert!(lines[0].contains(&format!("chain={hash}")), "{}", lines[0]);
+    assert!(lines[1].contains("/admin/reports 403 decision=allow sender=bob root=- depth=-"));
+    let session = delegated.header("x-oktsec-session").unwrap();
+    assert!(lines[0].contains(&format!("session={session}")), "{}", lines[0]);
+}

@@ -62,7 +62,18 @@ pub struct Outcome {
     pub response_headers: Vec<(String, String)>,
     /// The audit record, complete but for `latency_micros`.
     pub record: AuditRecord,
+    /// What the filter verified, for Envoy's own filters and access logs
+    /// (see [`FACT_PREFIX`]): name and value pairs. `sender` only when
+    /// authenticated; the `delegation_*` facts only when the chain verified
+    /// and is bound to the sender.
+    pub facts: Vec<(&'static str, String)>,
 }
+
+/// The facts an outcome exports are named `warrant.<fact>`; Envoy stores
+/// a Wasm property `P` as the filter state object `wasm.P`, so RBAC and
+/// access logs read `wasm.warrant.sender`, `wasm.warrant.delegation_root`,
+/// and so on.
+pub const FACT_PREFIX: &str = "warrant.";
 
 impl Outcome {
     /// The JSON body of the local reply (also for the 503 the glue sends
@@ -138,6 +149,7 @@ pub fn evaluate(
     // 5. Delegation.
     let delegation = &policy.config.delegation;
     let mut root = None;
+    let mut chain_facts = Vec::new();
     if let Some(header) = &head.delegation_header {
         if !authenticated {
             let why = "a delegation chain needs an authenticated sender".to_string();
@@ -169,6 +181,16 @@ pub fn evaluate(
             }
         }
         root = Some(chain.root().to_string());
+        chain_facts = vec![
+            ("delegation_root", chain.root().to_string()),
+            ("delegation_delegate", chain.delegate().to_string()),
+            ("delegation_depth", chain.depth().to_string()),
+            ("delegation_chain_hash", chain.chain_hash().to_string()),
+            ("delegation_path", chain.path().join(",")),
+        ];
+        if let Some(tools) = chain.tools() {
+            chain_facts.push(("delegation_tools", tools.join(",")));
+        }
     } else if delegation.require_delegation {
         let why = format!("a delegation chain is required (header {})", delegation.header);
         return finish(policy, record, session, Decision::DelegationRequired, why, Vec::new());
@@ -188,7 +210,9 @@ pub fn evaluate(
         Some(top) => format!("{} by rule {} ({})", decision.code(), top.rule_id, top.name),
         None => decision.code().to_string(),
     };
-    finish(policy, record, session, decision, message, evaluation.findings)
+    let mut outcome = finish(policy, record, session, decision, message, evaluation.findings);
+    outcome.facts.extend(chain_facts);
+    outcome
 }
 
 /// The outcome for a request refused before its body was read (for example
@@ -295,8 +319,15 @@ fn finish(
         forward_headers.push((name.clone(), session.clone()));
         response_headers.push((name, session.clone()));
     }
+    let mut facts = vec![("decision", decision.code().to_string())];
+    if record.signature == SignatureState::Verified.as_str() {
+        facts.push(("sender", record.from.clone()));
+    }
+    if !session.is_empty() {
+        facts.push(("session", session.clone()));
+    }
     record.session_id = session;
-    Outcome { decision, message, findings, forward_headers, response_headers, record }
+    Outcome { decision, message, findings, forward_headers, response_headers, record, facts }
 }
 
 fn recipient(policy: &Policy, head: &RequestHead, envelope_to: Option<&str>) -> String {
@@ -521,6 +552,36 @@ mod tests {
         assert_eq!(r.delegation_depth, 1);
         assert_eq!(r.delegation_path, vec!["human".to_string(), "alice".to_string()]);
         assert_eq!(r.delegation_chain_hash.len(), 64);
+    }
+
+    #[test]
+    fn facts_are_exported_only_once_verified() {
+        let p = delegating_policy("");
+        let fact = |out: &Outcome, name: &str| {
+            out.facts.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+        };
+        let chain = with_chain(&chain_to("alice", "bob", &["search"]));
+        let out = run(&p, &chain, &envelope("hi", &alice(), "alice"));
+        assert_eq!(fact(&out, "decision").as_deref(), Some("allow"));
+        assert_eq!(fact(&out, "sender").as_deref(), Some("alice"));
+        assert_eq!(fact(&out, "delegation_root").as_deref(), Some("human"));
+        assert_eq!(fact(&out, "delegation_delegate").as_deref(), Some("alice"));
+        assert_eq!(fact(&out, "delegation_depth").as_deref(), Some("1"));
+        assert_eq!(fact(&out, "delegation_path").as_deref(), Some("human,alice"));
+        assert_eq!(fact(&out, "delegation_tools").as_deref(), Some("search"));
+        assert_eq!(fact(&out, "delegation_chain_hash"), Some(out.record.delegation_chain_hash.clone()));
+        assert_eq!(fact(&out, "session"), Some(out.record.session_id.clone()));
+
+        // A chain that is not the sender's: refused, and no chain facts.
+        let stolen = with_chain(&chain_to("carol", "bob", &[]));
+        let out = run(&p, &stolen, &envelope("hi", &alice(), "alice"));
+        assert_eq!(out.decision, Decision::DelegationInvalid, "{}", out.message);
+        assert_eq!(fact(&out, "delegation_root"), None);
+        // Nobody authenticated: no sender fact.
+        let unsigned = br#"{"from":"alice","to":"bob","content":"hi"}"#;
+        let out = run(&p, &json_head(), unsigned);
+        assert_eq!(fact(&out, "sender"), None);
+        assert_eq!(fact(&out, "decision").as_deref(), Some("signature_required"));
     }
 
     #[test]

@@ -11,8 +11,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use warrant_delegation::keys::{private_key_pem, public_key_pem};
-use warrant_e2e::agents::Agent;
+use warrant_delegation::{encode_header, mint, MintRequest, Timestamp};
+use warrant_e2e::agents::{now_secs, Agent};
 use warrant_e2e::stack::{Options, Stack};
 
 fn main() -> ExitCode {
@@ -57,6 +60,23 @@ fn main() -> ExitCode {
     forged["from"] = "alice".into();
     let mcp = |tool: &str, args: serde_json::Value| serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args}});
     let alice_header = [("x-warrant-agent", "alice")];
+    // alice grants bob the right to message the research agent; mallory
+    // forges the same grant with her own key.
+    let grant = |signer: &Agent| {
+        let request = MintRequest {
+            delegator: "alice",
+            delegate: "bob",
+            scope: vec!["research-agent".into()],
+            tools: vec![],
+            ttl: Duration::from_secs(3600),
+            max_depth: 3,
+            parent: None,
+        };
+        encode_header(&[mint(&signer.key, &request, Timestamp::from_unix_secs(now_secs()))
+            .expect("mint a delegation token")])
+    };
+    let chain = grant(&stack.alice);
+    let forged_chain = grant(&mallory);
     let cases: Vec<(&str, &str, Scenario)> = vec![
         (
             "clean message",
@@ -124,6 +144,28 @@ fn main() -> ExitCode {
             }),
         ),
         (
+            "delegated by alice",
+            "bob for alice",
+            Box::new(move |s| {
+                s.post_json(
+                    "/v1/message",
+                    &[("x-oktsec-delegation", chain.as_str())],
+                    &s.bob.envelope("research-agent", "Find last year's revenue figures"),
+                )
+            }),
+        ),
+        (
+            "forged delegation",
+            "bob for alice",
+            Box::new(move |s| {
+                s.post_json(
+                    "/v1/message",
+                    &[("x-oktsec-delegation", forged_chain.as_str())],
+                    &s.bob.envelope("research-agent", "Find last year's revenue figures"),
+                )
+            }),
+        ),
+        (
             "forged signature",
             "mallory as alice",
             Box::new(move |s| s.post_json("/v1/message", &[], &forged)),
@@ -154,10 +196,10 @@ fn main() -> ExitCode {
     ];
 
     println!(
-        "{:<3} {:<28} {:<18} {:>4}  {:<20} rules / reason",
-        "#", "scenario", "sender", "HTTP", "decision"
+        "{:<3} {:<27} {:<17} {:>4}  {:<26} {:<10} rules / reason",
+        "#", "scenario", "sender", "HTTP", "decision", "session"
     );
-    println!("{}", "-".repeat(100));
+    println!("{}", "-".repeat(120));
     for (i, (name, sender, send)) in cases.iter().enumerate() {
         let before = stack.upstream.seen().len();
         let reply = send(&stack);
@@ -168,13 +210,18 @@ fn main() -> ExitCode {
                 decision = "content_flagged".into();
             }
         }
+        // The session id is on every response, forwarded or local; its
+        // first 8 characters are enough to tell sessions apart here.
+        let session: String =
+            reply.header("x-oktsec-session").unwrap_or("-").chars().take(8).collect();
         println!(
-            "{:<3} {:<28} {:<18} {:>4}  {:<20} {}",
+            "{:<3} {:<27} {:<17} {:>4}  {:<26} {:<10} {}",
             i + 1,
             name,
             sender,
             reply.status,
             decision,
+            session,
             detail
         );
     }
@@ -221,7 +268,7 @@ fn describe(reply: &warrant_e2e::stack::Reply) -> (String, String) {
         .map(|r| r.iter().filter_map(|f| f["rule_id"].as_str().map(str::to_string)).collect())
         .unwrap_or_default();
     let detail = if rules.is_empty() {
-        json["message"].as_str().unwrap_or("").chars().take(60).collect()
+        json["message"].as_str().unwrap_or("").chars().take(48).collect()
     } else {
         rules.join(", ")
     };
