@@ -116,3 +116,50 @@ fn local_replies_carry_the_session_too() {
     let id = reply.header(HEADER).expect("session on a local reply");
     assert_eq!(stack.records()[0].session_id, id);
 }
+
+#[test]
+fn sessions_command_reports_each_agents_session_from_the_chain() {
+    let stack = Stack::start(Options::default());
+    let send = |agent: &warrant_e2e::agents::Agent, content: &str| {
+        stack.post_json("/v1/message", &[], &agent.envelope("carol", content))
+    };
+    // alice: two clean messages and one the rules block; bob: one flagged.
+    let alice_id =
+        send(&stack.alice, "Please summarize the report").header(HEADER).unwrap().to_string();
+    assert_eq!(send(&stack.alice, "And the appendix too").status, 200);
+    let blocked = send(&stack.alice, "echo /cmd > /sys/fs/cgroup/memory/release_agent");
+    assert_eq!(blocked.status, 403, "{}", blocked.body);
+    let bob = send(&stack.bob, "capsh --print | grep Current");
+    assert_eq!(bob.status, 200, "{}", bob.body);
+    let bob_id = bob.header(HEADER).unwrap().to_string();
+    let evidence = stack.stop();
+
+    let output = std::process::Command::new(warrant_e2e::audit_bin())
+        .args(["sessions", "--json", "--since", "1h", "--db"])
+        .arg(evidence.db())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let session = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["type"] == "session" && l["data"]["session_id"] == id)
+            .unwrap_or_else(|| panic!("no session {id} in {lines:?}"))["data"]
+            .clone()
+    };
+    let a = session(&alice_id);
+    assert_eq!((a["records"].as_u64(), a["blocks"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(a["senders"], serde_json::json!(["alice"]));
+    assert_eq!(a["risk_score"].as_u64(), Some(10));
+    let b = session(&bob_id);
+    assert_eq!((b["records"].as_u64(), b["flags"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(b["risk_score"].as_u64(), Some(1));
+    assert_eq!(lines.last().unwrap()["data"]["sessions"].as_u64(), Some(2));
+    // Newest first: bob's session has the latest record.
+    assert_eq!(lines[0]["data"]["session_id"], bob_id.as_str());
+}
