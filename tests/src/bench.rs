@@ -504,11 +504,12 @@ impl Setup {
     }
 }
 
-/// The agents of the bench: a human who delegates, a middle agent, the
+/// The agents of the bench: a human who delegates, two middle agents, the
 /// sender (last delegate), and the recipient name.
 pub struct Cast {
     pub human: Agent,
     pub mid: Agent,
+    pub mid2: Agent,
     pub sender: Agent,
     /// The recipient, reached as `:authority` [`RECIPIENT_AUTHORITY`].
     pub recipient: String,
@@ -523,6 +524,7 @@ impl Cast {
         Cast {
             human: Agent::new("human"),
             mid: Agent::new("agent-mid"),
+            mid2: Agent::new("agent-mid2"),
             sender: Agent::new("test-agent"),
             recipient: "bob".into(),
         }
@@ -531,7 +533,7 @@ impl Cast {
     /// The plugin-config patch: the three keys (the shipped config's `bob`
     /// key and authority map stay), and `audit.mode` when `mode` is set.
     pub fn patch(&self, mode: Option<&'static str>) -> impl Fn(&mut serde_json::Value) {
-        let keys: Vec<(String, String)> = [&self.human, &self.mid, &self.sender]
+        let keys: Vec<(String, String)> = [&self.human, &self.mid, &self.mid2, &self.sender]
             .iter()
             .map(|a| (a.name.clone(), a.public_base64()))
             .collect();
@@ -548,19 +550,40 @@ impl Cast {
     /// A 2-hop chain, human → agent-mid → test-agent, scoped to the
     /// recipient, valid for an hour from now.
     pub fn delegation_header(&self) -> String {
-        let now = now_secs();
-        let first = self.token(&self.human, &self.mid.name, None, now);
-        let header = encode_header(std::slice::from_ref(&first));
+        self.chain(2, now_secs())
+    }
+
+    /// A chain of `hops` tokens (1 to 3) ending at the sender: human →
+    /// [agent-mid →] [agent-mid2 →] test-agent, issued at `at` (Unix
+    /// seconds; chains issued at different seconds differ in every byte
+    /// that matters to a cache) and valid for an hour from then.
+    pub fn chain(&self, hops: usize, at: i64) -> String {
+        let agents: Vec<&Agent> = match hops {
+            1 => vec![&self.human, &self.sender],
+            2 => vec![&self.human, &self.mid, &self.sender],
+            _ => vec![&self.human, &self.mid, &self.mid2, &self.sender],
+        };
         let mut keys = warrant_delegation::keys::KeyStore::new();
-        keys.insert(self.human.name.clone(), self.human.key.verifying_key());
         let policy = warrant_delegation::VerifyPolicy::new();
-        let parsed = warrant_delegation::Chain::parse(header.as_bytes(), policy.limits())
-            .expect("own chain parses");
-        let verified = parsed
-            .verify_ignoring_recipient(&keys, &policy, Timestamp::from_unix_secs(now))
-            .expect("own chain verifies");
-        let second = self.token(&self.mid, &self.sender.name, Some(&verified), now);
-        encode_header(&[first, second])
+        let mut tokens: Vec<Token> = Vec::new();
+        for pair in agents.windows(2) {
+            let (by, to) = (pair[0], pair[1]);
+            keys.insert(by.name.clone(), by.key.verifying_key());
+            let parent = if tokens.is_empty() {
+                None
+            } else {
+                let header = encode_header(&tokens);
+                let parsed = warrant_delegation::Chain::parse(header.as_bytes(), policy.limits())
+                    .expect("own chain parses");
+                Some(
+                    parsed
+                        .verify_ignoring_recipient(&keys, &policy, Timestamp::from_unix_secs(at))
+                        .expect("own chain verifies"),
+                )
+            };
+            tokens.push(self.token(by, &to.name, parent.as_ref(), at));
+        }
+        encode_header(&tokens)
     }
 
     fn token(
@@ -716,10 +739,16 @@ impl Traffic {
             ),
         };
         assert_eq!(body.len(), body_size, "{} body size", self.name());
+        // An empty `chain` sends no delegation header at all.
+        let delegation = if chain.is_empty() {
+            String::new()
+        } else {
+            format!("x-oktsec-delegation: {chain}\r\n")
+        };
         let mut request = format!(
             "POST {path} HTTP/1.1\r\nhost: {RECIPIENT_AUTHORITY}\r\n\
              content-type: application/json\r\ncontent-length: {}\r\n\
-             x-oktsec-delegation: {chain}\r\n{extra}\r\n",
+             {delegation}{extra}\r\n",
             body.len()
         )
         .into_bytes();

@@ -19,6 +19,8 @@
 //!    `tools/call`, signed envelope; both with a 2-hop delegation chain),
 //!    repeats: for each configuration, in an order that rotates every
 //!    repetition, a `wrk` saturation run and then a fixed-rate open-loop run;
+//!    then, on one Warrant stack, signed envelopes without a chain, with a
+//!    cached 3-hop chain and with a new 3-hop chain per request;
 //! 5. reads each VM's linear memory from `/proc/PID/smaps`;
 //! 6. prints the table (and writes it to `--out`).
 
@@ -198,6 +200,9 @@ fn main() {
         }
     }
 
+    // 4b. What a delegation chain adds, on the same Warrant Envoy.
+    let chain_runs = chain_cost(&stacks, &cast, &plan);
+
     // 5. Memory, after all the traffic.
     let mut memory = BTreeMap::new();
     for stack in &stacks {
@@ -209,6 +214,7 @@ fn main() {
     report.e2e(&plan, &setups, &runs);
     report.startup(&validate_filter, &validate_base, &configure_ms, &first_request);
     report.memory(&memory, args.concurrency);
+    report.chains(&chain_runs);
     report.components(&args.criterion, modes.async_mode);
     let text = report.render(&args, &plan, started.elapsed());
     println!("{text}");
@@ -216,6 +222,101 @@ fn main() {
         std::fs::write(out, &text).unwrap_or_else(|e| panic!("write {}: {e}", out.display()));
     }
     drop(stacks);
+}
+
+/// A delegation chain on a request, for [`chain_cost`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ChainCase {
+    /// No `x-oktsec-delegation` header: the reference.
+    None,
+    /// The same 3-hop chain on every request: verified once per VM, then
+    /// served from the VM's cache.
+    Cached,
+    /// A different 3-hop chain on every request: every request verifies
+    /// three signatures.
+    Cold,
+}
+
+impl ChainCase {
+    const ALL: [ChainCase; 3] = [ChainCase::None, ChainCase::Cached, ChainCase::Cold];
+
+    fn name(self) -> &'static str {
+        match self {
+            ChainCase::None => "no chain",
+            ChainCase::Cached => "cached 3-hop chain",
+            ChainCase::Cold => "cold 3-hop chain (new on every request)",
+        }
+    }
+}
+
+/// The fixed request rate of the chain runs.
+const CHAIN_RATE: f64 = 100.0;
+
+/// Signed 1 KiB envelopes at [`CHAIN_RATE`] through one Warrant stack (audit
+/// async when available, else sync), without a chain, with one cached
+/// 3-hop chain, and with a fresh 3-hop chain per request; the cases rotate
+/// between repetitions. Returns the runs by case.
+fn chain_cost(
+    stacks: &[BenchStack],
+    cast: &Cast,
+    plan: &Plan,
+) -> (String, BTreeMap<ChainCase, Vec<Run>>) {
+    let stack = stacks
+        .iter()
+        .find(|s| s.setup == Setup::Async)
+        .or_else(|| stacks.iter().find(|s| s.setup == Setup::Sync))
+        .expect("a Warrant stack");
+    let mut runs: BTreeMap<ChainCase, Vec<Run>> = BTreeMap::new();
+    let per_run = (CHAIN_RATE * plan.latency.as_secs_f64()) as usize + 64;
+    for rep in 0..plan.reps {
+        let mut order = ChainCase::ALL.to_vec();
+        order.rotate_left(rep % ChainCase::ALL.len());
+        for case in order {
+            let now = warrant_e2e::agents::now_secs();
+            let seed = rep as u64 * 31 + 5;
+            let requests: Vec<Arc<Vec<u8>>> = match case {
+                ChainCase::None => {
+                    vec![Arc::new(Traffic::SignedEnvelope.request(cast, "", 1 << 10, seed))]
+                }
+                ChainCase::Cached => {
+                    let chain = cast.chain(3, now);
+                    vec![Arc::new(Traffic::SignedEnvelope.request(cast, &chain, 1 << 10, seed))]
+                }
+                // Issued one second apart, going back from now: every
+                // header differs, so no VM ever finds one in its cache.
+                ChainCase::Cold => (0..per_run)
+                    .map(|i| {
+                        let chain = cast.chain(3, now - i as i64 - 1);
+                        Arc::new(Traffic::SignedEnvelope.request(cast, &chain, 1 << 10, seed))
+                    })
+                    .collect(),
+            };
+            check(stack, &requests[0], Client::new(stack.port()).send(&requests[0]).ok(), "chain");
+            // The probe above already used (and cached) the first cold chain.
+            let requests = if case == ChainCase::Cold { requests[1..].to_vec() } else { requests };
+            eprintln!(
+                "warrant-bench: chains rep {} {} ({})",
+                rep + 1,
+                case.name(),
+                stack.setup.name()
+            );
+            let latency =
+                open_loop(stack.port(), &requests, CHAIN_RATE, plan.latency, OPEN_LOOP_CONNECTIONS);
+            let run = Run {
+                rps: 0.0,
+                p50_ms: latency.quantile_ms(0.50),
+                p99_ms: latency.quantile_ms(0.99),
+                samples: latency.latencies_us.len(),
+                failures: latency.non_200 + latency.errors + latency.dropped,
+            };
+            eprintln!(
+                "warrant-bench:   p50 {:.3} ms p99 {:.3} ms ({} samples); failures {}",
+                run.p50_ms, run.p99_ms, run.samples, run.failures
+            );
+            runs.entry(case).or_default().push(run);
+        }
+    }
+    (stack.setup.name().to_string(), runs)
 }
 
 /// Sends requests of every kind over several connections, so that every
@@ -442,6 +543,40 @@ impl Report {
             );
         }
         let _ = plan;
+    }
+
+    fn chains(&mut self, (setup, runs): &(String, BTreeMap<ChainCase, Vec<Run>>)) {
+        let Some(none) = runs.get(&ChainCase::None) else { return };
+        let p50: Vec<f64> = none.iter().map(|r| r.p50_ms).collect();
+        let p99: Vec<f64> = none.iter().map(|r| r.p99_ms).collect();
+        self.row(
+            format!("signed envelope at {CHAIN_RATE} req/s, {setup}: p50 / p99, no chain"),
+            "1 KiB",
+            format!(
+                "{} / {}",
+                fmt_spread(spread(&p50), " ms", 3),
+                fmt_spread(spread(&p99), " ms", 3)
+            ),
+            "",
+            String::new(),
+        );
+        for (case, goal_us) in [(ChainCase::Cached, 10.0), (ChainCase::Cold, 600.0)] {
+            let Some(with) = runs.get(&case) else { continue };
+            let added: Vec<f64> =
+                with.iter().zip(none).map(|(w, n)| (w.p50_ms - n.p50_ms) * 1000.0).collect();
+            let ratio: Vec<f64> = with.iter().zip(none).map(|(w, n)| w.p50_ms / n.p50_ms).collect();
+            let failures: u64 = with.iter().map(|r| r.failures).sum();
+            self.row(
+                format!(
+                    "{}: added p50 latency per request (ratio of p50s to no chain), {setup};                      failures {failures}",
+                    case.name()
+                ),
+                "1 KiB",
+                format!("{} ({})", fmt_spread(spread(&added), " µs", 0), fmt_spread(spread(&ratio), "×", 3)),
+                &format!("≤ {goal_us:.0} µs"),
+                verdict(spread(&added).1 <= goal_us && failures == 0),
+            );
+        }
     }
 
     fn startup(
