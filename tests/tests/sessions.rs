@@ -163,3 +163,30 @@ fn sessions_command_reports_each_agents_session_from_the_chain() {
     // Newest first: bob's session has the latest record.
     assert_eq!(lines[0]["data"]["session_id"], bob_id.as_str());
 }
+
+#[test]
+fn a_full_session_table_evicts_the_least_recently_seen_agent() {
+    // One bucket of 8 slots: the smallest table, so that 40 agents overflow
+    // it in a real Envoy as 100,000 overflow the default one (the native
+    // test `hundred_thousand_agents_stay_within_the_configured_keys_and_bytes`
+    // checks the byte bound at that scale).
+    let stack = Stack::start(Options {
+        patch: Box::new(|json| json["sessions"]["max_sessions"] = 8.into()),
+        ..Options::default()
+    });
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "search_docs", "arguments": {"query": "revenue"}}});
+    let session_of = |agent: &str| {
+        let reply = stack.post_json("/mcp", &[("x-warrant-agent", agent)], &call);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.header(HEADER).unwrap().to_string()
+    };
+    let first: Vec<String> = (0..40).map(|i| session_of(&format!("agent-{i}"))).collect();
+    assert_eq!(first.iter().collect::<BTreeSet<_>>().len(), 40, "40 agents, 40 sessions");
+    // The 8 most recent agents are still tracked: same session again.
+    for i in 32..40 {
+        assert_eq!(session_of(&format!("agent-{i}")), first[i], "agent-{i} was evicted");
+    }
+    // The oldest was evicted long ago: its next request starts a new one.
+    assert_ne!(session_of("agent-0"), first[0], "agent-0 kept a slot in a full table");
+}
