@@ -184,8 +184,8 @@ fn a_full_session_table_evicts_the_least_recently_seen_agent() {
     let first: Vec<String> = (0..40).map(|i| session_of(&format!("agent-{i}"))).collect();
     assert_eq!(first.iter().collect::<BTreeSet<_>>().len(), 40, "40 agents, 40 sessions");
     // The 8 most recent agents are still tracked: same session again.
-    for i in 32..40 {
-        assert_eq!(session_of(&format!("agent-{i}")), first[i], "agent-{i} was evicted");
+    for (i, id) in first.iter().enumerate().skip(32) {
+        assert_eq!(&session_of(&format!("agent-{i}")), id, "agent-{i} was evicted");
     }
     // The oldest was evicted long ago: its next request starts a new one.
     assert_ne!(session_of("agent-0"), first[0], "agent-0 kept a slot in a full table");
