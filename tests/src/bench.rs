@@ -872,34 +872,53 @@ pub fn machine() -> String {
     format!("{cpus} CPUs (nproc), {model}, {:.1} GiB RAM", mem_kib as f64 / (1024.0 * 1024.0))
 }
 
-/// The resident size, in bytes, of each V8 wasm linear-memory reservation
-/// of process `pid`: anonymous mappings of at least 4 GiB (V8 reserves
-/// 8–10 GiB per 32-bit memory for its guard regions, and nothing else in
-/// Envoy maps that much). Only touched pages are resident, so this is the
-/// memory a VM has used, not `memory.size`.
+/// The resident size, in bytes, of each V8 wasm linear memory of process
+/// `pid`. V8 reserves 8–10 GiB of address space per 32-bit memory (for its
+/// guard regions) as one anonymous `PROT_NONE` mapping and makes the first
+/// `memory.size` bytes read-write, which splits it in two adjacent
+/// anonymous mappings: `rw-p` (the memory) then `---p` (the guard). A
+/// memory is such a pair spanning at least 4 GiB; nothing else in Envoy
+/// maps that much. Only touched pages are resident, so this is the memory a
+/// VM has used, not `memory.size`.
 pub fn wasm_memories(pid: u32) -> Vec<u64> {
+    struct Mapping {
+        start: u64,
+        end: u64,
+        perms: String,
+        anonymous: bool,
+        rss: u64,
+    }
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let mut out = Vec::new();
-    let mut current: Option<u64> = None; // size of the current big mapping
+    let mut maps: Vec<Mapping> = Vec::new();
     for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let first = fields.first().copied().unwrap_or("");
         if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
             // A mapping header: "start-end perms offset dev inode [path]".
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let anonymous = fields.len() < 6;
             let (start, end) = first.split_once('-').unwrap_or(("0", "0"));
-            let size = u64::from_str_radix(end, 16).unwrap_or(0)
-                - u64::from_str_radix(start, 16).unwrap_or(0);
-            current = (anonymous && size >= 4 << 30).then_some(size);
-        } else if let (Some(_), Some(rest)) = (current, line.strip_prefix("Rss:")) {
-            let kib: u64 = rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
-            if kib > 0 {
-                out.push(kib * 1024);
-            }
-            current = None;
+            maps.push(Mapping {
+                start: u64::from_str_radix(start, 16).unwrap_or(0),
+                end: u64::from_str_radix(end, 16).unwrap_or(0),
+                perms: fields.get(1).copied().unwrap_or("").to_string(),
+                anonymous: fields.len() < 6,
+                rss: 0,
+            });
+        } else if let (Some(last), Some(rest)) = (maps.last_mut(), line.strip_prefix("Rss:")) {
+            last.rss = rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
         }
     }
-    out
+    maps.windows(2)
+        .filter(|pair| {
+            let (memory, guard) = (&pair[0], &pair[1]);
+            memory.anonymous
+                && guard.anonymous
+                && memory.perms.starts_with("rw")
+                && guard.perms.starts_with("---")
+                && memory.end == guard.start
+                && guard.end - memory.start >= 4 << 30
+        })
+        .map(|pair| pair[0].rss * 1024)
+        .collect()
 }
 
 /// A process's resident set size in bytes (`VmRSS`).
