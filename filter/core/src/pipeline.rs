@@ -569,7 +569,10 @@ mod tests {
         assert_eq!(fact(&out, "delegation_depth").as_deref(), Some("1"));
         assert_eq!(fact(&out, "delegation_path").as_deref(), Some("human,alice"));
         assert_eq!(fact(&out, "delegation_tools").as_deref(), Some("search"));
-        assert_eq!(fact(&out, "delegation_chain_hash"), Some(out.record.delegation_chain_hash.clone()));
+        assert_eq!(
+            fact(&out, "delegation_chain_hash"),
+            Some(out.record.delegation_chain_hash.clone())
+        );
         assert_eq!(fact(&out, "session"), Some(out.record.session_id.clone()));
 
         // A chain that is not the sender's: refused, and no chain facts.
