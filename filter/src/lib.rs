@@ -76,6 +76,19 @@ struct Shared {
     outbox: RefCell<Outbox>,
     /// Counter `warrant.audit.dropped`: records lost to a full outbox.
     dropped_counter: Option<u32>,
+    /// Gauge `warrant.audit.buffered`: records in the outbox. Moved by
+    /// deltas, never set, so Envoy's one gauge sums over all VMs.
+    buffered_gauge: Option<u32>,
+}
+
+impl Shared {
+    fn buffered(&self, delta: i64) {
+        if let Some(id) = self.buffered_gauge {
+            if let Err(status) = hostcalls::increment_metric(id, delta) {
+                debug!("increment_metric failed: {status:?}");
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -159,6 +172,7 @@ impl WarrantRoot {
             let record = gap_record(node, new_message_id(), dropped, now_nanos());
             warn!("warrant: recording an audit gap of {dropped} dropped records");
             outbox.push_gap(record.message_id.clone(), record.encode_to_vec());
+            shared.buffered(1);
         }
         let now = self.now_ms();
         let audit = &shared.policy.config.audit;
@@ -196,6 +210,9 @@ impl Context for WarrantRoot {
             outbox.failed(token_id, now)
         };
         drop(outbox);
+        if let Settled::Remove { .. } = settled {
+            shared.buffered(-1);
+        }
         if let Settled::Retry { message_id, backoff_ms } = settled {
             // Log the first failure of a run; the retries after it are
             // the same story.
@@ -263,6 +280,8 @@ impl RootContext for WarrantRoot {
         let outbox = RefCell::new(Outbox::new(OutboxConfig::with_capacity(capacity)));
         let dropped_counter =
             hostcalls::define_metric(MetricType::Counter, "warrant.audit.dropped").ok();
+        let buffered_gauge =
+            hostcalls::define_metric(MetricType::Gauge, "warrant.audit.buffered").ok();
         if policy.config.audit.mode == AuditMode::Async {
             if let Err(status) = hostcalls::set_tick_period(TICK) {
                 error!("warrant: cannot start the audit timer: {status:?}");
@@ -276,6 +295,7 @@ impl RootContext for WarrantRoot {
             chains,
             outbox,
             dropped_counter,
+            buffered_gauge,
         }));
         true
     }
@@ -433,7 +453,12 @@ impl WarrantHttp {
             error!("#{} outbox busy: record {message_id} not buffered", self.context_id);
             return;
         };
-        if let Err(overflow) = outbox.push(message_id, bytes) {
+        let pushed = outbox.push(message_id, bytes);
+        drop(outbox);
+        if pushed.is_ok() {
+            self.shared.buffered(1);
+        }
+        if let Err(overflow) = pushed {
             if let Some(id) = self.shared.dropped_counter {
                 increment(id);
             }

@@ -122,6 +122,14 @@ impl Load {
     }
 }
 
+/// Kills the sidecar, then kills Envoy and starts it again: Envoy starts
+/// while the sidecar is down.
+fn start_envoy_with_the_sidecar_down(stack: &mut Stack, concurrency: u32) {
+    stack.sidecar.kill();
+    stack.envoy.process.kill();
+    stack.envoy = Envoy::start(&stack.dir.join("envoy.yaml"), &stack.dir, concurrency);
+}
+
 /// Every answer other than 503 has its record in the chain.
 fn assert_every_answered_request_is_recorded(stack: &Stack, answers: &[(String, u16)]) {
     let stored = body_hashes(stack);
@@ -135,7 +143,7 @@ fn assert_every_answered_request_is_recorded(stack: &Stack, answers: &[(String, 
 #[test]
 fn sync_sidecar_down_answers_503_and_the_upstream_sees_nothing() {
     let mut stack = stack_in("sync", 2, |_| {});
-    stack.sidecar.kill();
+    start_envoy_with_the_sidecar_down(&mut stack, 2);
 
     let reply = stack.post_json("/v1/message", &[], &stack.alice.envelope("bob", "while down"));
     assert_eq!(reply.status, 503, "{}", reply.body);
@@ -177,7 +185,7 @@ fn sync_frozen_sidecar_answers_503_until_it_continues() {
 #[test]
 fn async_requests_go_on_while_the_sidecar_is_down_and_their_records_follow() {
     let mut stack = stack_in("async", 2, |_| {});
-    stack.sidecar.kill();
+    start_envoy_with_the_sidecar_down(&mut stack, 2);
 
     let mut sent = Vec::new();
     for n in 0..6 {
@@ -188,6 +196,7 @@ fn async_requests_go_on_while_the_sidecar_is_down_and_their_records_follow() {
     }
     assert_eq!(stack.upstream.seen().len(), 6, "forwarded without waiting for the sidecar");
     assert!(stack.records().is_empty());
+    assert_eq!(stack.envoy.stat("wasmcustom.warrant.audit.buffered"), 6);
 
     // Nothing else is sent: the filter's retries deliver them.
     stack.sidecar.restart();
@@ -198,6 +207,10 @@ fn async_requests_go_on_while_the_sidecar_is_down_and_their_records_follow() {
     let records = stack.records();
     assert_eq!(records.len(), 6, "each record once: {records:?}");
     assert!(records.iter().all(|r| r.decision == "allow"), "{records:?}");
+    wait::until(Duration::from_secs(10), "an empty buffer", || {
+        (stack.envoy.stat("wasmcustom.warrant.audit.buffered") == 0).then_some(())
+    });
+    assert_eq!(stack.envoy.stat("wasmcustom.warrant.audit.dropped"), 0);
     assert_chain_verifies(&stack);
 }
 
@@ -215,6 +228,7 @@ fn async_overflow_is_counted_and_recorded_as_a_gap() {
         sent.push(sha256_hex(&text));
     }
     assert_eq!(stack.envoy.stat("wasmcustom.warrant.audit.dropped"), 4);
+    assert_eq!(stack.envoy.stat("wasmcustom.warrant.audit.buffered"), 2);
 
     stack.sidecar.restart();
     let gap = wait::until(Duration::from_secs(10), "the gap record", || {
@@ -255,6 +269,47 @@ fn sidecar_killed_under_load_loses_no_acknowledged_record() {
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "the chain continues across restarts, no holes: {seqs:?}"
     );
+    assert_chain_verifies(&stack);
+}
+
+#[test]
+fn async_sidecar_killed_under_load_every_record_arrives_or_is_in_a_gap() {
+    let mut stack = stack_in("async", 2, |json| json["audit"]["buffer_records"] = 64.into());
+    let port = Arc::new(AtomicU16::new(stack.envoy.port));
+    let load = Load::start(&stack.alice, port, 3);
+
+    for round in 1..=3 {
+        load.wait_for(200, 20, &format!("round {round}: requests through"));
+        stack.sidecar.kill();
+        load.wait_for(200, 20, &format!("round {round}: requests through, sidecar down"));
+        stack.sidecar.restart();
+    }
+    load.wait_for(200, 20, "requests through after the last restart");
+    let answers = load.finish();
+    assert!(answers.iter().all(|(_, status)| *status == 200), "async never answers 503");
+
+    // Each answered request has its record, or is counted in a gap record.
+    let dropped = stack.envoy.stat("wasmcustom.warrant.audit.dropped");
+    let missing = || {
+        let stored = body_hashes(&stack);
+        answers.iter().filter(|(sha, _)| !stored.contains(sha)).count() as u64
+    };
+    let gaps = || -> u64 {
+        let notes = stack.records().into_iter().filter(|r| r.decision == "audit_gap");
+        notes
+            .filter_map(|r| {
+                let start = r.notes.find("dropped=")? + "dropped=".len();
+                let digits: String =
+                    r.notes[start..].chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<u64>().ok()
+            })
+            .sum()
+    };
+    wait::until(Duration::from_secs(20), "every record or its gap", || {
+        (missing() == dropped && gaps() == dropped).then_some(())
+    });
+    let seqs: Vec<i64> = stack.records().iter().map(|r| r.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     assert_chain_verifies(&stack);
 }
 
