@@ -183,6 +183,29 @@ fn sync_frozen_sidecar_answers_503_until_it_continues() {
 }
 
 #[test]
+fn async_frozen_sidecar_holds_no_request_and_gets_the_records_after() {
+    let stack = stack_in("async", 2, |json| json["audit"]["timeout_ms"] = 300.into());
+    stack.sidecar.process.signal("STOP");
+
+    let mut sent = Vec::new();
+    for n in 0..4 {
+        let text = stack.alice.envelope("bob", &format!("frozen {n}")).to_string();
+        let (status, body) = post(stack.envoy.port, &text).expect("an answer");
+        assert_eq!(status, 200, "{body}");
+        sent.push(sha256_hex(&text));
+    }
+    assert_eq!(stack.upstream.seen().len(), 4);
+
+    stack.sidecar.process.signal("CONT");
+    wait::until(Duration::from_secs(10), "the buffered records", || {
+        let stored = body_hashes(&stack);
+        sent.iter().all(|sha| stored.contains(sha)).then_some(())
+    });
+    assert_eq!(stack.records().len(), 4, "each record once");
+    assert_chain_verifies(&stack);
+}
+
+#[test]
 fn async_requests_go_on_while_the_sidecar_is_down_and_their_records_follow() {
     let mut stack = stack_in("async", 2, |_| {});
     start_envoy_with_the_sidecar_down(&mut stack, 2);
