@@ -82,6 +82,7 @@ struct Shared {
 }
 
 impl Shared {
+    /// Moves the `warrant.audit.buffered` gauge by `delta`.
     fn buffered(&self, delta: i64) {
         if let Some(id) = self.buffered_gauge {
             if let Err(status) = hostcalls::increment_metric(id, delta) {
@@ -89,9 +90,7 @@ impl Shared {
             }
         }
     }
-}
 
-impl Shared {
     /// Counts a decision and its rule findings. The names carry the
     /// decision code and rule id between fixed words, so Envoy's
     /// `stats_tags` turn them into labels (see envoy/envoy.yaml):
@@ -210,21 +209,15 @@ impl Context for WarrantRoot {
             outbox.failed(token_id, now)
         };
         drop(outbox);
-        if let Settled::Remove { .. } = settled {
-            shared.buffered(-1);
-        }
-        if let Settled::Retry { message_id, backoff_ms } = settled {
-            // Log the first failure of a run; the retries after it are
+        match settled {
+            Settled::Remove { .. } => shared.buffered(-1),
+            // Log the first failure of a run; the retries after it tell
             // the same story.
-            let text = format!(
+            Settled::Retry { message_id, backoff_ms, failures: 1 } => warn!(
                 "warrant: audit record {message_id} not acknowledged (grpc status \
-                 {status_code}); retrying in {backoff_ms} ms"
-            );
-            if backoff_ms <= 50 {
-                warn!("{text}");
-            } else {
-                debug!("{text}");
-            }
+                 {status_code}); retrying in {backoff_ms} ms until it is"
+            ),
+            Settled::Retry { .. } | Settled::Ignore => {}
         }
         self.flush();
     }
@@ -455,22 +448,21 @@ impl WarrantHttp {
         };
         let pushed = outbox.push(message_id, bytes);
         drop(outbox);
-        if pushed.is_ok() {
+        let Err(overflow) = pushed else {
             self.shared.buffered(1);
+            return;
+        };
+        if let Some(id) = self.shared.dropped_counter {
+            increment(id);
         }
-        if let Err(overflow) = pushed {
-            if let Some(id) = self.shared.dropped_counter {
-                increment(id);
-            }
-            // One line per power of two, not one per request.
-            if overflow.dropped_total.is_power_of_two() {
-                error!(
-                    "#{} audit buffer full ({} records): {} records dropped so far",
-                    self.context_id,
-                    self.policy().config.audit.buffer_records,
-                    overflow.dropped_total
-                );
-            }
+        // One line per power of two, not one per request.
+        if overflow.dropped_total.is_power_of_two() {
+            error!(
+                "#{} audit buffer full ({} records): {} records dropped so far",
+                self.context_id,
+                self.policy().config.audit.buffer_records,
+                overflow.dropped_total
+            );
         }
     }
 

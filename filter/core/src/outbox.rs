@@ -110,6 +110,9 @@ pub enum Settled {
         message_id: String,
         /// How long until the next attempt, in milliseconds.
         backoff_ms: u64,
+        /// Failed calls since the last success, this one included (1 for
+        /// the first failure of a run, which is worth a log line).
+        failures: u32,
     },
     /// The token was not ours (or already settled).
     Ignore,
@@ -283,7 +286,7 @@ impl Outbox {
             return Settled::Ignore;
         };
         entry.sending = false;
-        Settled::Retry { message_id: entry.message_id.clone(), backoff_ms }
+        Settled::Retry { message_id: entry.message_id.clone(), backoff_ms, failures: self.failures }
     }
 }
 
@@ -341,7 +344,7 @@ mod tests {
         }
         let sent = send(&mut outbox, 100, &mut token);
         let settled = outbox.failed(sent[0].0, 100);
-        assert_eq!(settled, Settled::Retry { message_id: "a".into(), backoff_ms: 10 });
+        assert_eq!(settled, Settled::Retry { message_id: "a".into(), backoff_ms: 10, failures: 1 });
         assert!(outbox.due(109).is_empty(), "still backing off");
         // "b" is still in flight, so the probe window of one is full.
         assert!(outbox.due(110).is_empty());
