@@ -218,8 +218,15 @@ fn async_requests_go_on_while_the_sidecar_is_down_and_their_records_follow() {
         sent.push(sha256_hex(&text));
     }
     assert_eq!(stack.upstream.seen().len(), 6, "forwarded without waiting for the sidecar");
+    // A refusal does not wait either, and is not forwarded.
+    let blocked =
+        stack.alice.envelope("bob", "echo /cmd > /sys/fs/cgroup/memory/release_agent").to_string();
+    let (status, body) = post(stack.envoy.port, &blocked).expect("an answer");
+    assert_eq!(status, 403, "{body}");
+    sent.push(sha256_hex(&blocked));
+    assert_eq!(stack.upstream.seen().len(), 6);
     assert!(stack.records().is_empty());
-    assert_eq!(stack.envoy.stat("wasmcustom.warrant.audit.buffered"), 6);
+    assert_eq!(stack.envoy.stat("wasmcustom.warrant.audit.buffered"), 7);
 
     // Nothing else is sent: the filter's retries deliver them.
     stack.sidecar.restart();
@@ -228,8 +235,10 @@ fn async_requests_go_on_while_the_sidecar_is_down_and_their_records_follow() {
         sent.iter().all(|sha| stored.contains(sha)).then_some(())
     });
     let records = stack.records();
-    assert_eq!(records.len(), 6, "each record once: {records:?}");
-    assert!(records.iter().all(|r| r.decision == "allow"), "{records:?}");
+    assert_eq!(records.len(), 7, "each record once: {records:?}");
+    let blocked = records.iter().filter(|r| r.decision == "content_blocked").count();
+    let allowed = records.iter().filter(|r| r.decision == "allow").count();
+    assert_eq!((allowed, blocked), (6, 1), "{records:?}");
     wait::until(Duration::from_secs(10), "an empty buffer", || {
         (stack.envoy.stat("wasmcustom.warrant.audit.buffered") == 0).then_some(())
     });
