@@ -6,12 +6,18 @@
 //! - [`Stage::ExpectBody`]: headers held (`Pause` with
 //!   `allow_on_headers_stop_iteration: true`), body buffering;
 //! - [`Stage::ExpectAuditAck`]: decided; the audit record is on its way to the
-//!   sidecar and the request stays held until the acknowledgement;
+//!   sidecar and the request stays held until the acknowledgement
+//!   (`audit.mode = "sync"`);
 //! - [`Stage::Done`]: resumed or answered locally.
 //!
-//! No byte of the request, not even its headers, reaches the upstream before
-//! the decision and its acknowledged audit record (see envoy/README.md for
-//! why `allow_on_headers_stop_iteration` is required for this).
+//! In `sync` mode no byte of the request, not even its headers, reaches the
+//! upstream before the decision and its acknowledged audit record (see
+//! envoy/README.md for why `allow_on_headers_stop_iteration` is required
+//! for this). In `async` mode the request goes on once decided, and its
+//! record waits in the VM's [`Outbox`]: the root context's timer sends it,
+//! and sends it again until the sidecar acknowledges it. Those calls are
+//! dispatched from the root context so that their answers arrive there,
+//! whether or not the request is still alive.
 //!
 //! Host calls go through `proxy_wasm::hostcalls` functions that return a
 //! `Result`, never the trait helpers that unwrap; a panic would trap and kill
@@ -26,8 +32,9 @@ use prost::Message;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
-use warrant_core::config::{IdentitySource, Policy};
+use warrant_core::config::{AuditMode, IdentitySource, Policy};
 use warrant_core::decision::Decision;
+use warrant_core::outbox::{gap_record, Outbox, OutboxConfig, Settled};
 use warrant_core::pipeline::{evaluate, refuse_early, Env, Outcome, FACT_PREFIX};
 use warrant_core::request::{HeaderNames, RequestHead};
 use warrant_delegation::ChainCache;
@@ -39,10 +46,21 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(WarrantRoot::default()) });
 }}
 
+/// How often the root context looks at the outbox in `async` mode. It
+/// bounds how long a record waits before its first attempt.
+const TICK: Duration = Duration::from_millis(20);
+
 /// Per-VM state: the compiled policy and metric ids.
-#[derive(Default)]
 struct WarrantRoot {
     shared: Option<Rc<Shared>>,
+    /// The origin of the outbox's monotonic milliseconds.
+    started: std::time::Instant,
+}
+
+impl Default for WarrantRoot {
+    fn default() -> WarrantRoot {
+        WarrantRoot { shared: None, started: std::time::Instant::now() }
+    }
 }
 
 /// What every request of a VM shares.
@@ -54,9 +72,25 @@ struct Shared {
     rule_counters: RefCell<std::collections::HashMap<String, u32>>,
     /// Verified delegation chains of this VM (a VM is single-threaded).
     chains: RefCell<ChainCache>,
+    /// `async` mode: records waiting for the sidecar's acknowledgement.
+    outbox: RefCell<Outbox>,
+    /// Counter `warrant.audit.dropped`: records lost to a full outbox.
+    dropped_counter: Option<u32>,
+    /// Gauge `warrant.audit.buffered`: records in the outbox. Moved by
+    /// deltas, never set, so Envoy's one gauge sums over all VMs.
+    buffered_gauge: Option<u32>,
 }
 
 impl Shared {
+    /// Moves the `warrant.audit.buffered` gauge by `delta`.
+    fn buffered(&self, delta: i64) {
+        if let Some(id) = self.buffered_gauge {
+            if let Err(status) = hostcalls::increment_metric(id, delta) {
+                debug!("increment_metric failed: {status:?}");
+            }
+        }
+    }
+
     /// Counts a decision and its rule findings. The names carry the
     /// decision code and rule id between fixed words, so Envoy's
     /// `stats_tags` turn them into labels (see envoy/envoy.yaml):
@@ -116,7 +150,78 @@ impl SharedStore for HostStore {
     }
 }
 
-impl Context for WarrantRoot {}
+impl WarrantRoot {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Queues a gap record when records were dropped and the sidecar
+    /// answers again, then sends what the outbox says is due. Runs in the
+    /// root context (from `on_tick` or a call's answer), so the answers
+    /// come back here.
+    fn flush(&self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let Ok(mut outbox) = shared.outbox.try_borrow_mut() else {
+            return;
+        };
+        if let Some(dropped) = outbox.take_gap() {
+            let node = &shared.policy.config.node;
+            let record = gap_record(node, new_message_id(), dropped, now_nanos());
+            warn!("warrant: recording an audit gap of {dropped} dropped records");
+            outbox.push_gap(record.message_id.clone(), record.encode_to_vec());
+            shared.buffered(1);
+        }
+        let now = self.now_ms();
+        let audit = &shared.policy.config.audit;
+        for due in outbox.due(now) {
+            match hostcalls::dispatch_grpc_call(
+                &audit.cluster,
+                AUDIT_SERVICE,
+                APPEND_METHOD,
+                Vec::new(),
+                Some(&due.bytes),
+                Duration::from_millis(u64::from(audit.timeout_ms)),
+            ) {
+                Ok(token) => outbox.dispatched(due.key, token),
+                Err(status) => {
+                    debug!("warrant: cannot call the audit sidecar: {status:?}");
+                    outbox.not_dispatched(due.key, now);
+                }
+            }
+        }
+    }
+}
+
+impl Context for WarrantRoot {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, _response_size: usize) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let now = self.now_ms();
+        let Ok(mut outbox) = shared.outbox.try_borrow_mut() else {
+            return;
+        };
+        let settled = if status_code == 0 {
+            outbox.acknowledged(token_id)
+        } else {
+            outbox.failed(token_id, now)
+        };
+        drop(outbox);
+        match settled {
+            Settled::Remove { .. } => shared.buffered(-1),
+            // Log the first failure of a run; the retries after it tell
+            // the same story.
+            Settled::Retry { message_id, backoff_ms, failures: 1 } => warn!(
+                "warrant: audit record {message_id} not acknowledged (grpc status \
+                 {status_code}); retrying in {backoff_ms} ms until it is"
+            ),
+            Settled::Retry { .. } | Settled::Ignore => {}
+        }
+        self.flush();
+    }
+}
 
 impl RootContext for WarrantRoot {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
@@ -164,13 +269,32 @@ impl RootContext for WarrantRoot {
             policy.keys.len(),
             policy.config.audit.cluster
         );
+        let capacity = policy.config.audit.buffer_records as usize;
+        let outbox = RefCell::new(Outbox::new(OutboxConfig::with_capacity(capacity)));
+        let dropped_counter =
+            hostcalls::define_metric(MetricType::Counter, "warrant.audit.dropped").ok();
+        let buffered_gauge =
+            hostcalls::define_metric(MetricType::Gauge, "warrant.audit.buffered").ok();
+        if policy.config.audit.mode == AuditMode::Async {
+            if let Err(status) = hostcalls::set_tick_period(TICK) {
+                error!("warrant: cannot start the audit timer: {status:?}");
+                return false;
+            }
+        }
         self.shared = Some(Rc::new(Shared {
             policy,
             decision_counters,
             rule_counters: RefCell::new(std::collections::HashMap::new()),
             chains,
+            outbox,
+            dropped_counter,
+            buffered_gauge,
         }));
         true
+    }
+
+    fn on_tick(&mut self) {
+        self.flush();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -271,7 +395,8 @@ impl WarrantHttp {
     }
 
     /// Sends the outcome's record to the sidecar and holds the request until
-    /// it is acknowledged.
+    /// it is acknowledged (`sync`), or buffers the record and carries out
+    /// the decision at once (`async`).
     fn send_record(&mut self, mut outcome: Outcome) -> Action {
         let received = outcome.record.received_at_unix_nanos;
         let elapsed = now_nanos().saturating_sub(received).max(0) / 1000;
@@ -286,6 +411,10 @@ impl WarrantHttp {
         );
         let audit = &self.policy().config.audit;
         let bytes = outcome.record.encode_to_vec();
+        if audit.mode == AuditMode::Async {
+            self.buffer_record(outcome.record.message_id.clone(), bytes);
+            return self.carry_out(&outcome);
+        }
         match hostcalls::dispatch_grpc_call(
             &audit.cluster,
             AUDIT_SERVICE,
@@ -309,8 +438,48 @@ impl WarrantHttp {
         }
     }
 
-    /// Carries out a decision whose record the sidecar acknowledged.
+    /// `async` mode: hands the record to the outbox. A full outbox drops
+    /// it; the drop is counted and a gap record will say so in the chain.
+    fn buffer_record(&self, message_id: String, bytes: Vec<u8>) {
+        let Ok(mut outbox) = self.shared.outbox.try_borrow_mut() else {
+            // Never held across a callback; this would be our bug.
+            error!("#{} outbox busy: record {message_id} not buffered", self.context_id);
+            return;
+        };
+        let pushed = outbox.push(message_id, bytes);
+        drop(outbox);
+        let Err(overflow) = pushed else {
+            self.shared.buffered(1);
+            return;
+        };
+        if let Some(id) = self.shared.dropped_counter {
+            increment(id);
+        }
+        // One line per power of two, not one per request.
+        if overflow.dropped_total.is_power_of_two() {
+            error!(
+                "#{} audit buffer full ({} records): {} records dropped so far",
+                self.context_id,
+                self.policy().config.audit.buffer_records,
+                overflow.dropped_total
+            );
+        }
+    }
+
+    /// Carries out a decision whose record the sidecar acknowledged: the
+    /// request is resumed, or answered locally.
     fn apply(&mut self, outcome: &Outcome) {
+        if self.carry_out(outcome) == Action::Continue {
+            if let Err(status) = hostcalls::resume_http_request() {
+                error!("#{} cannot resume the request: {status:?}", self.context_id);
+            }
+        }
+    }
+
+    /// Carries out a decision from inside a request callback: `Continue`
+    /// when the request goes on (the caller returns it, or resumes the
+    /// request from a callout's answer), `Pause` after a local reply.
+    fn carry_out(&mut self, outcome: &Outcome) -> Action {
         self.stage = Stage::Done;
         self.response_headers.clone_from(&outcome.response_headers);
         let rules: Vec<&str> = outcome.findings.iter().map(|f| f.rule_id.as_str()).collect();
@@ -325,13 +494,11 @@ impl WarrantHttp {
                 }
             }
             self.forwarded = true;
-            if let Err(status) = hostcalls::resume_http_request() {
-                error!("#{} cannot resume the request: {status:?}", self.context_id);
-            }
-            return;
+            return Action::Continue;
         }
         let status = outcome.decision.http_status().unwrap_or(403);
         self.reply(status, &outcome.reply_body(outcome.decision));
+        Action::Pause
     }
 
     /// Sets the verified facts as Wasm properties. Envoy keeps property `P`

@@ -46,6 +46,22 @@ impl Guard {
         child.wait().ok()
     }
 
+    /// Sends it a signal by name (`STOP`, `CONT`, `KILL`...), through the
+    /// `kill` command. The child stays owned: a `KILL` is reaped by
+    /// [`Guard::kill`] or on drop.
+    pub fn signal(&self, signal: &str) {
+        let Some(child) = &self.child else {
+            return;
+        };
+        let status = Command::new("kill")
+            .arg("-s")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} {} failed", child.id());
+    }
+
     /// Kills it at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -58,6 +58,19 @@ impl Sidecar {
         Sidecar { process, port, db: db.to_path_buf(), log }
     }
 
+    /// Starts it again on the same port, database and key directory (the
+    /// previous process must be gone: see [`Sidecar::kill`]).
+    pub fn restart(&mut self) {
+        let dir = self.log.parent().expect("log has a directory").to_path_buf();
+        let listen = format!("127.0.0.1:{}", self.port);
+        *self = Sidecar::start_on(&self.db, &dir, &listen);
+    }
+
+    /// Kills it (SIGKILL), as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
     /// Stops it gracefully (SIGTERM: it commits what is queued and closes).
     pub fn stop(&mut self) {
         let status = self.process.stop(Duration::from_secs(10));

@@ -65,6 +65,23 @@ fn rendered_envoy_filter_with_a_bad_plugin_config_is_refused_naming_the_field() 
 }
 
 #[test]
+fn audit_mode_and_buffer_are_checked_at_load_naming_the_field() {
+    let mut base = base_config();
+    set_plugin_configuration(&mut base, r#"{"audit": {"mode": "async", "buffer_records": 64}}"#);
+    assert_validates(&base, "audit-async");
+    for (name, json, field) in [
+        ("audit-mode", r#"{"audit": {"mode": "later"}}"#, "field `audit.mode`"),
+        ("audit-buffer", r#"{"audit": {"buffer_records": 0}}"#, "field `audit.buffer_records`"),
+    ] {
+        let mut base = base_config();
+        set_plugin_configuration(&mut base, json);
+        let (ok, output) = validate_doc(&base, name);
+        assert!(!ok, "{name}: must be refused");
+        assert!(output.contains(field), "{name}: {output}");
+    }
+}
+
+#[test]
 fn rendered_envoy_filter_with_an_unknown_wasm_field_is_refused() {
     let mut doc = envoy_filter("envoy/istio/warrant-inbound.yaml");
     let extension = patches_mut(&mut doc, "EXTENSION_CONFIG").remove(0);

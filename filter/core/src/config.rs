@@ -107,7 +107,43 @@ pub struct AuditConfig {
     /// is answered 503 `audit_unavailable`. Default 1000 ms.
     #[serde(default = "default_audit_timeout_ms")]
     pub timeout_ms: u32,
+    /// When a request goes on: after its record is acknowledged (`sync`,
+    /// the default) or at once, with the record buffered and retransmitted
+    /// until acknowledged (`async`).
+    #[serde(default)]
+    pub mode: AuditMode,
+    /// `async` only: records each VM (Envoy worker) holds while the
+    /// sidecar does not acknowledge them; past it records are dropped,
+    /// counted and later reported by a gap record. Default 1024, at most
+    /// 1048576.
+    #[serde(default = "default_buffer_records")]
+    pub buffer_records: u32,
 }
+
+/// When a request goes on relative to its audit record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditMode {
+    /// Hold the request until the sidecar acknowledges its record; answer
+    /// 503 `audit_unavailable` when it does not in `timeout_ms`.
+    #[default]
+    Sync,
+    /// Decide and go on at once; deliver the record from a buffer.
+    Async,
+}
+
+impl AuditMode {
+    /// The name used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditMode::Sync => "sync",
+            AuditMode::Async => "async",
+        }
+    }
+}
+
+/// Largest `audit.buffer_records` accepted.
+pub const MAX_BUFFER_RECORDS: u32 = 1 << 20;
 
 /// How the sender is identified and authenticated.
 #[derive(Debug, Clone, Deserialize)]
@@ -187,7 +223,12 @@ pub struct RecipientConfig {
 
 impl Default for AuditConfig {
     fn default() -> AuditConfig {
-        AuditConfig { cluster: default_audit_cluster(), timeout_ms: default_audit_timeout_ms() }
+        AuditConfig {
+            cluster: default_audit_cluster(),
+            timeout_ms: default_audit_timeout_ms(),
+            mode: AuditMode::Sync,
+            buffer_records: default_buffer_records(),
+        }
     }
 }
 
@@ -216,6 +257,9 @@ fn default_audit_cluster() -> String {
 }
 fn default_audit_timeout_ms() -> u32 {
     1000
+}
+fn default_buffer_records() -> u32 {
+    1024
 }
 fn default_sources() -> Vec<IdentitySource> {
     vec![IdentitySource::Envelope, IdentitySource::Mtls, IdentitySource::Header]
@@ -324,6 +368,13 @@ fn validate(config: &PluginConfig) -> Result<(), ConfigError> {
         return Err(ConfigError::new(
             "audit.timeout_ms",
             format!("expected 1..=60000, found {}", config.audit.timeout_ms),
+        ));
+    }
+    let buffer = config.audit.buffer_records;
+    if buffer == 0 || buffer > MAX_BUFFER_RECORDS {
+        return Err(ConfigError::new(
+            "audit.buffer_records",
+            format!("expected 1..={MAX_BUFFER_RECORDS}, found {buffer}"),
         ));
     }
     if config.max_body_bytes == 0 || config.max_body_bytes > MAX_BODY_LIMIT {
@@ -442,6 +493,8 @@ mod tests {
         assert_eq!(policy.config.audit.cluster, "warrant_audit");
         assert_eq!(policy.config.max_body_bytes, 1024 * 1024);
         assert_eq!(policy.config.identity.sources.len(), 3);
+        assert_eq!(policy.config.audit.mode, AuditMode::Sync);
+        assert_eq!(policy.config.audit.buffer_records, 1024);
     }
 
     #[test]
@@ -461,6 +514,8 @@ mod tests {
                 "identity.sources[1]",
             ),
             ("zero timeout", r#"{"audit": {"timeout_ms": 0}}"#, "audit.timeout_ms"),
+            ("zero buffer", r#"{"audit": {"buffer_records": 0}}"#, "audit.buffer_records"),
+            ("unknown mode", r#"{"audit": {"mode": "later"}}"#, "audit.mode"),
             ("empty cluster", r#"{"audit": {"cluster": " "}}"#, "audit.cluster"),
             ("body limit too big", r#"{"max_body_bytes": 100000000}"#, "max_body_bytes"),
             ("bad key", r#"{"keys": {"alice": "AAAA"}}"#, "keys.alice"),

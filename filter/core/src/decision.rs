@@ -21,6 +21,10 @@
 //! | `acl_denied` | `rejected` | 403 | the sender (or chain root) may not message the recipient |
 //! | `audit_unavailable` | `error` | 503 | the sidecar did not acknowledge the record in time |
 //!
+//! The chain can also hold `audit_gap` records (status `error`): no
+//! request's decision, but the count of records an `async` filter dropped
+//! (see [`crate::outbox::gap_record`]).
+//!
 //! The local reply body is JSON:
 //! `{"status":"blocked","policy_decision":"content_blocked","message_id":"…","rules_triggered":[…],"message":"…"}`
 //! where `rules_triggered` is always an array (possibly empty) of

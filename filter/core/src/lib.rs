@@ -13,7 +13,9 @@
 //! - [`decision`]: the closed set of decisions, their HTTP mapping and the
 //!   local reply body;
 //! - [`pipeline`]: runs all of the above and yields an [`pipeline::Outcome`]
-//!   with the decision and its audit record.
+//!   with the decision and its audit record;
+//! - [`outbox`]: the bounded buffer of records waiting for the sidecar's
+//!   acknowledgement in `audit.mode = "async"` (retries, backoff, gaps).
 //!
 //! Nothing here calls the proxy host: time, randomness and header values are
 //! passed in, so every path is testable natively and on wasm32.
@@ -24,5 +26,6 @@ pub mod decision;
 pub mod envelope;
 pub mod extract;
 pub mod identity;
+pub mod outbox;
 pub mod pipeline;
 pub mod request;
