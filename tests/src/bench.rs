@@ -486,8 +486,8 @@ end
 pub enum Setup {
     /// `envoy/envoy.yaml` with the wasm HTTP filter removed.
     Baseline,
-    /// The filter with `audit.mode = sync` (or no mode: sync is the only
-    /// behaviour of a filter without `audit.mode`).
+    /// The filter with `audit.mode = sync` (the default; also what a
+    /// filter built before `audit.mode` existed does).
     Sync,
     /// The filter with `audit.mode = async`.
     Async,

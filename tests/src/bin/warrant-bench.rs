@@ -3,7 +3,7 @@
 //! and runs it (and the component benchmarks whose output it is given).
 //!
 //! ```text
-//! warrant-bench [--quick] [--out FILE] [--dir DIR] [--concurrency N]
+//! warrant-bench [--quick] [--reps N] [--seconds S] [--out FILE] [--dir DIR] [--concurrency N]
 //!               [--criterion NAME=FILE]... [--command TEXT]
 //! ```
 //!
@@ -84,6 +84,14 @@ fn main() {
             validate_reps: 5,
         }
     };
+    let mut plan = plan;
+    if let Some(reps) = args.reps {
+        plan.reps = reps.max(1);
+    }
+    if let Some(seconds) = args.seconds {
+        plan.saturation = Duration::from_secs(seconds.max(1));
+        plan.latency = Duration::from_secs(seconds.max(1));
+    }
     let started = Instant::now();
     let dir = args.dir.clone();
     std::fs::create_dir_all(&dir).expect("work dir");
@@ -374,6 +382,10 @@ fn audit_modes(cast: &Cast, dir: &std::path::Path) -> Modes {
 
 struct Args {
     quick: bool,
+    /// `--reps N`: repetitions (overrides the plan's).
+    reps: Option<usize>,
+    /// `--seconds S`: length of each saturation and latency run.
+    seconds: Option<u64>,
     out: Option<PathBuf>,
     dir: PathBuf,
     concurrency: u32,
@@ -385,6 +397,8 @@ impl Args {
     fn parse() -> Args {
         let mut args = Args {
             quick: false,
+            reps: None,
+            seconds: None,
             out: None,
             dir: std::env::temp_dir().join(format!("warrant-bench-{}", std::process::id())),
             concurrency: 2,
@@ -396,6 +410,10 @@ impl Args {
             let mut value = || it.next().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
             match arg.as_str() {
                 "--quick" => args.quick = true,
+                "--reps" => args.reps = Some(value().parse().unwrap_or_else(|_| usage("--reps N"))),
+                "--seconds" => {
+                    args.seconds = Some(value().parse().unwrap_or_else(|_| usage("--seconds S")))
+                }
                 "--out" => args.out = Some(value().into()),
                 "--dir" => args.dir = value().into(),
                 "--concurrency" => {
@@ -420,7 +438,7 @@ fn usage(problem: &str) -> ! {
         eprintln!("warrant-bench: {problem}");
     }
     eprintln!(
-        "usage: warrant-bench [--quick] [--out FILE] [--dir DIR] [--concurrency N] \
+        "usage: warrant-bench [--quick] [--reps N] [--seconds S] [--out FILE] [--dir DIR] [--concurrency N] \
          [--criterion NAME=FILE]... [--command TEXT]"
     );
     std::process::exit(2);
