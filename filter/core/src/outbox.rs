@@ -132,6 +132,10 @@ pub struct Outbox {
     resume_at_ms: u64,
     dropped_unreported: u64,
     dropped_total: u64,
+    /// Whether a call succeeded since the last drop: the sidecar is known
+    /// to answer. (No failure yet is not the same: the calls sent before
+    /// the drop may simply not have been answered.)
+    acknowledged_since_drop: bool,
     /// The gap record in the buffer, if any (one at a time).
     gap_key: Option<u64>,
 }
@@ -156,6 +160,7 @@ impl Outbox {
             resume_at_ms: 0,
             dropped_unreported: 0,
             dropped_total: 0,
+            acknowledged_since_drop: false,
             gap_key: None,
         }
     }
@@ -170,6 +175,7 @@ impl Outbox {
         if held >= self.config.capacity {
             self.dropped_unreported += 1;
             self.dropped_total += 1;
+            self.acknowledged_since_drop = false;
             return Err(Overflow { dropped_total: self.dropped_total });
         }
         self.insert(message_id, bytes);
@@ -178,10 +184,10 @@ impl Outbox {
 
     /// The number of dropped records to report in a gap record, when there
     /// are some, no gap record is waiting already, and the last call
-    /// succeeded (the sidecar is back). The count is taken: pass the gap
-    /// record to [`Outbox::push_gap`].
+    /// succeeded after the last drop (the sidecar is back). The count is
+    /// taken: pass the gap record to [`Outbox::push_gap`].
     pub fn take_gap(&mut self) -> Option<u64> {
-        if self.dropped_unreported == 0 || self.gap_key.is_some() || self.failures > 0 {
+        if self.dropped_unreported == 0 || self.gap_key.is_some() || !self.acknowledged_since_drop {
             return None;
         }
         Some(std::mem::take(&mut self.dropped_unreported))
@@ -230,6 +236,7 @@ impl Outbox {
         };
         self.failures = 0;
         self.resume_at_ms = 0;
+        self.acknowledged_since_drop = true;
         let Some(index) = self.entries.iter().position(|e| e.key == key) else {
             return Settled::Ignore;
         };
@@ -380,7 +387,9 @@ mod tests {
         push(&mut outbox, "b").unwrap();
         assert_eq!(push(&mut outbox, "c"), Err(Overflow { dropped_total: 1 }));
         assert_eq!(push(&mut outbox, "d"), Err(Overflow { dropped_total: 2 }));
+        assert_eq!(outbox.take_gap(), None, "no call answered yet");
         let sent = send(&mut outbox, 0, &mut token);
+        assert_eq!(outbox.take_gap(), None, "calls in flight, none answered");
         outbox.failed(sent[0].0, 0);
         outbox.failed(sent[1].0, 0);
         assert_eq!(outbox.take_gap(), None, "the sidecar is still down");
