@@ -77,6 +77,19 @@ impl Store {
     /// # Errors
     /// The file cannot be opened or created, or holds another schema.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
+        // SQLite says only "unable to open database file" when the file or
+        // its directory cannot be written (a read-only file system, for
+        // example), because WAL mode needs the -wal and -shm files: ask the
+        // file system first, so the error says what is wrong.
+        if path.exists() {
+            if let Err(e) = std::fs::OpenOptions::new().append(true).open(path) {
+                bail!(
+                    "{}: the database is not writable ({e}); the sidecar appends to it, \
+                     so it cannot serve it (`verify` and `page` can still read it)",
+                    path.display()
+                );
+            }
+        }
         create_private(path)?;
         let conn =
             Connection::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
@@ -106,17 +119,30 @@ impl Store {
         if !path.exists() {
             bail!("{}: audit database not found", path.display());
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
-        )
-        .with_context(|| format!("{}: cannot open read-only", path.display()))?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags)
+            .with_context(|| format!("{}: cannot open read-only", path.display()))?;
         conn.pragma_update(None, "query_only", true)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
+        let mut version = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0));
+        // A WAL database needs its -shm file even to be read; on read-only
+        // media (evidence copied to a read-only mount, say) SQLite cannot
+        // create it. Nothing can change such a file, so it may be opened as
+        // immutable (SQLite's `immutable=1`), which needs no -shm.
+        let conn = match version {
+            Err(_) if on_read_only_file_system(path) => {
+                let uri = format!("file:{}?immutable=1", uri_path(path));
+                let conn = Connection::open_with_flags(&uri, flags)
+                    .with_context(|| format!("{}: cannot open read-only", path.display()))?;
+                conn.pragma_update(None, "query_only", true)?;
+                version = conn.pragma_query_value(None, "user_version", |r| r.get(0));
+                conn
+            }
+            _ => conn,
+        };
+        let version = version
             .with_context(|| format!("{}: not a readable SQLite database", path.display()))?;
         if version != SCHEMA_VERSION {
             bail!(
@@ -330,6 +356,28 @@ fn insert_checkpoint(
     Ok(Some(signed))
 }
 
+/// Whether `path` is on a file system mounted read-only.
+fn on_read_only_file_system(path: &Path) -> bool {
+    matches!(
+        std::fs::OpenOptions::new().append(true).open(path),
+        Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem
+    )
+}
+
+/// `path` for an SQLite `file:` URI: `%`, `?` and `#` percent-encoded.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Creates the file with mode 0600 when it does not exist yet, so the
 /// database is never world-readable, not even for a moment.
 fn create_private(path: &Path) -> anyhow::Result<()> {
@@ -461,6 +509,11 @@ mod tests {
             status: "delivered".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn uri_path_encodes_what_a_uri_would_read_as_syntax() {
+        assert_eq!(uri_path(Path::new("/a b/c%d?e#f.db")), "/a b/c%25d%3fe%23f.db");
     }
 
     #[test]
