@@ -25,7 +25,7 @@ use ed25519_dalek::VerifyingKey;
 use crate::checkpoint::CheckpointFile;
 use crate::keyfile;
 use crate::quarantine::{self, Verdict};
-use crate::server::{CheckpointPolicy, ServeOptions};
+use crate::server::{CheckpointPolicy, ListenAddr, ServeOptions};
 use crate::store::{latest_checkpoint, read_chain_id, Store};
 use crate::verify::{self, Options};
 
@@ -35,10 +35,16 @@ pub struct ServeArgs {
     /// The chain database (created, mode 0600, if absent).
     #[arg(long, default_value = "warrant-audit.db")]
     pub db: PathBuf,
-    /// gRPC listen address. Port 0 picks a free port, printed on stdout as
-    /// `warrant-audit: listening grpc=ADDR`.
+    /// gRPC listen address: IP:PORT (loopback by default; port 0 picks a
+    /// free port) or unix:PATH for a Unix socket (mode 0660). Printed on
+    /// stdout as `warrant-audit: listening grpc=ADDR`.
     #[arg(long, default_value = "127.0.0.1:50051")]
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
+    /// Largest record accepted over gRPC, in bytes; a larger message is
+    /// refused (OUT_OF_RANGE) before it is decoded.
+    #[arg(long, default_value_t = crate::server::MAX_RECORD_BYTES as u32,
+          value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_record_bytes: u32,
     /// Audit page listen address (loopback by default), printed on stdout as
     /// `warrant-audit: listening http=ADDR`.
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -163,6 +169,7 @@ impl ServeArgs {
         let options = ServeOptions {
             db: self.db,
             listen: self.listen,
+            max_record_bytes: self.max_record_bytes as usize,
             http_listen: self.http_listen,
             key_dir,
             checkpoints: CheckpointPolicy {

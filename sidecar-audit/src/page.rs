@@ -16,8 +16,13 @@
 //! The element is `<div id="chain-status" data-state="green|yellow|red">`.
 //!
 //! Every request opens the database read-only ([`Store::open_read_only`]) on
-//! a blocking thread; the page never writes. Every value shown is
-//! HTML-escaped ([`escape`]); the page has no script.
+//! a blocking thread; the page never writes. Only `GET` (and `HEAD`) are
+//! routed: any other method is answered 405. Every value shown is
+//! HTML-escaped ([`escape`]); the page has no script, and every answer
+//! carries a `Content-Security-Policy` that forbids scripts, frames, forms
+//! and every fetch but the page's own inline style ([`SECURITY_HEADERS`]),
+//! plus `Cache-Control: no-store` (the records are evidence, not for a
+//! shared cache).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -86,6 +91,19 @@ impl Badge {
     }
 }
 
+/// Headers on every answer of the page's routes.
+pub const SECURITY_HEADERS: [(&str, &str); 5] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
+         form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    ("cache-control", "no-store"),
+];
+
 /// The page's routes over `state`.
 pub fn router(state: PageState) -> Router {
     Router::new()
@@ -93,6 +111,15 @@ pub fn router(state: PageState) -> Router {
         .route("/api/verify", get(api_verify))
         .route("/metrics", get(metrics))
         .with_state(Arc::new(state))
+        .layer(axum::middleware::map_response(secure))
+}
+
+async fn secure(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// Serves the page on `listener` until `shutdown` completes.

@@ -33,8 +33,10 @@ use crate::store::{Appended, Store};
 pub const MAX_BATCH: usize = 512;
 /// Records waiting for the writer before callers wait for room.
 pub const QUEUE_DEPTH: usize = 8192;
-/// Largest record accepted over gRPC, in bytes.
-pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+/// Largest record accepted over gRPC by default, in bytes
+/// (`--max-record-bytes`). A larger message is refused by tonic with
+/// `OUT_OF_RANGE` before it is decoded.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 
 type Job = (AuditRecord, oneshot::Sender<Result<Appended, String>>);
 
@@ -244,13 +246,53 @@ fn status_of(error: AppendError) -> Status {
     }
 }
 
+/// Where the gRPC service listens: a TCP address (`127.0.0.1:50051`; port
+/// 0 picks a free one) or a Unix socket (`unix:/run/warrant/audit.sock`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address.
+    Tcp(std::net::SocketAddr),
+    /// A Unix domain socket path.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ListenAddr, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("`unix:` needs a socket path, e.g. unix:/run/warrant/audit.sock".into());
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        text.parse().map(ListenAddr::Tcp).map_err(|_| {
+            format!(
+                "`{text}` is not IP:PORT (e.g. 127.0.0.1:50051) or unix:PATH \
+                 (e.g. unix:/run/warrant/audit.sock)"
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 /// Options of `warrant-audit serve`.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Database path.
     pub db: PathBuf,
     /// gRPC listen address (`127.0.0.1:0` picks a free port).
-    pub listen: std::net::SocketAddr,
+    pub listen: ListenAddr,
+    /// Largest gRPC message accepted, in bytes ([`MAX_RECORD_BYTES`]).
+    pub max_record_bytes: usize,
     /// The audit page's listen address (default `127.0.0.1:0`).
     pub http_listen: std::net::SocketAddr,
     /// Where the signing key pair lives (default: the database's directory,
@@ -265,7 +307,8 @@ pub struct ServeOptions {
 /// On start it loads (or creates) the signing key, checks the entries not
 /// yet covered by a checkpoint (with every checkpoint signature) and
 /// refuses to extend a chain that does not verify, then signs that tail.
-/// It prints `warrant-audit: listening grpc=ADDR` and then
+/// It prints `warrant-audit: listening grpc=ADDR` (`unix:PATH` for a
+/// socket) and then
 /// `warrant-audit: listening http=ADDR` on stdout once it accepts
 /// connections. On stop it commits what is queued and signs a last
 /// checkpoint.
@@ -290,13 +333,11 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let (writer, done) = Writer::start(store, key, options.checkpoints, metrics.clone())?;
 
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("{}: cannot listen: {e}", options.listen))?;
+    let grpc = bind_grpc(&options.listen).await?;
     let http = tokio::net::TcpListener::bind(options.http_listen)
         .await
         .map_err(|e| anyhow::anyhow!("{}: cannot listen: {e}", options.http_listen))?;
-    println!("warrant-audit: listening grpc={}", listener.local_addr()?);
+    println!("warrant-audit: listening grpc={}", grpc.address()?);
     println!("warrant-audit: listening http={}", http.local_addr()?);
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
@@ -313,14 +354,29 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let page = tokio::spawn(crate::page::serve(http, page, stopped(stop_rx.clone())));
     let service =
         crate::proto::audit_service_server::AuditServiceServer::new(AuditServer::new(writer))
-            .max_decoding_message_size(MAX_RECORD_BYTES);
-    tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            stopped(stop_rx),
-        )
-        .await?;
+            .max_decoding_message_size(options.max_record_bytes);
+    let router = tonic::transport::Server::builder().add_service(service);
+    let served = match grpc {
+        Grpc::Tcp(listener) => {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stopped(stop_rx),
+                )
+                .await
+        }
+        Grpc::Unix(listener, path) => {
+            let served = router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(listener),
+                    stopped(stop_rx),
+                )
+                .await;
+            let _ = std::fs::remove_file(&path);
+            served
+        }
+    };
+    served?;
     // The service (and so every Writer clone) is gone: the writer drains
     // what is queued, commits, signs a last checkpoint and stops.
     let _ = tokio::task::spawn_blocking(move || done.recv()).await;
@@ -329,6 +385,62 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     }
     tracing::info!("audit sidecar stopped");
     Ok(())
+}
+
+/// The bound gRPC listener.
+enum Grpc {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener, PathBuf),
+}
+
+impl Grpc {
+    /// The address as printed: `127.0.0.1:PORT` or `unix:PATH`.
+    fn address(&self) -> anyhow::Result<String> {
+        Ok(match self {
+            Grpc::Tcp(listener) => listener.local_addr()?.to_string(),
+            Grpc::Unix(_, path) => format!("unix:{}", path.display()),
+        })
+    }
+}
+
+/// Binds the gRPC address. A Unix socket file left by a sidecar that died
+/// is replaced; one a live sidecar answers on, or any other kind of file,
+/// is refused. The socket is made mode 0660: only the sidecar's user and
+/// group (put Envoy's user in it) can connect.
+async fn bind_grpc(listen: &ListenAddr) -> anyhow::Result<Grpc> {
+    match listen {
+        ListenAddr::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("{addr}: cannot listen: {e}"))?;
+            Ok(Grpc::Tcp(listener))
+        }
+        ListenAddr::Unix(path) => {
+            use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if !meta.file_type().is_socket() {
+                    anyhow::bail!(
+                        "{}: exists and is not a socket; refusing to replace it",
+                        path.display()
+                    );
+                }
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    anyhow::bail!(
+                        "{}: another process is listening on this socket",
+                        path.display()
+                    );
+                }
+                std::fs::remove_file(path).map_err(|e| {
+                    anyhow::anyhow!("{}: cannot remove the stale socket: {e}", path.display())
+                })?;
+            }
+            let listener = tokio::net::UnixListener::bind(path)
+                .map_err(|e| anyhow::anyhow!("unix:{}: cannot listen: {e}", path.display()))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+                .map_err(|e| anyhow::anyhow!("{}: cannot set mode 0660: {e}", path.display()))?;
+            Ok(Grpc::Unix(listener, path.clone()))
+        }
+    }
 }
 
 /// Verifies what the newest checkpoint does not cover (and every checkpoint

@@ -124,6 +124,12 @@ impl Envoy {
     /// Starts Envoy on `config` with `concurrency` workers and waits until
     /// it is ready and its listener is bound.
     pub fn start(config: &Path, dir: &Path, concurrency: u32) -> Envoy {
+        Envoy::start_logging(config, dir, concurrency, "wasm:info")
+    }
+
+    /// Like [`Envoy::start`] with `--component-log-level COMPONENTS` (the
+    /// default is `wasm:info`; `wasm:debug` logs the filter's debug lines).
+    pub fn start_logging(config: &Path, dir: &Path, concurrency: u32, components: &str) -> Envoy {
         let log = dir.join("envoy.log");
         let admin_file = dir.join("envoy-admin.txt");
         let _ = std::fs::remove_file(&admin_file);
@@ -133,7 +139,7 @@ impl Envoy {
             .args(["--concurrency", &concurrency.to_string(), "--disable-hot-restart"])
             .arg("--admin-address-path")
             .arg(&admin_file)
-            .args(["--log-level", "warn", "--component-log-level", "wasm:info"])
+            .args(["--log-level", "warn", "--component-log-level", components])
             .arg("--log-path")
             .arg(&log)
             .current_dir(crate::repo_root())

@@ -11,7 +11,12 @@ use crate::process::Guard;
 /// A running sidecar.
 pub struct Sidecar {
     pub process: Guard,
+    /// The gRPC port (0 when it listens on a Unix socket).
     pub port: u16,
+    /// The gRPC address as printed (`127.0.0.1:PORT` or `unix:PATH`).
+    pub grpc: String,
+    /// The audit page's port.
+    pub http_port: u16,
     pub db: PathBuf,
     pub log: PathBuf,
 }
@@ -26,13 +31,20 @@ impl Sidecar {
     /// Like [`Sidecar::start`], on a given listen address (to come back on
     /// the same port after a restart).
     pub fn start_on(db: &Path, dir: &Path, listen: &str) -> Sidecar {
+        Sidecar::start_with(db, dir, &["--listen", listen])
+    }
+
+    /// `warrant-audit [ARGS] serve --db DB` with `args` (global flags such
+    /// as `--debug` and serve flags alike: clap takes both after `serve`),
+    /// waiting until it printed both addresses.
+    pub fn start_with(db: &Path, dir: &Path, args: &[&str]) -> Sidecar {
         let log = dir.join("sidecar.log");
         let stderr =
             std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("sidecar log");
         let mut child = Command::new(crate::audit_bin())
             .args(["serve", "--db"])
             .arg(db)
-            .args(["--listen", listen])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -42,20 +54,34 @@ impl Sidecar {
         let process = Guard::new("warrant-audit", child);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut grpc = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("warrant-audit: listening grpc=") {
-                    let _ = tx.send(addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()));
+                    grpc = Some(addr.to_string());
+                } else if let Some(addr) = line.strip_prefix("warrant-audit: listening http=") {
+                    let http = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+                    let _ = tx.send(grpc.take().zip(http));
                 }
             }
         });
-        let port = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(port)) => port,
+        let (grpc, http_port) = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Some(addresses)) => addresses,
             _ => panic!(
-                "warrant-audit did not report its port; log:\n{}",
+                "warrant-audit did not report its addresses; log:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             ),
         };
-        Sidecar { process, port, db: db.to_path_buf(), log }
+        let port = if grpc.starts_with("unix:") {
+            0
+        } else {
+            grpc.rsplit(':').next().and_then(|p| p.parse().ok()).expect("grpc port")
+        };
+        Sidecar { process, port, grpc, http_port, db: db.to_path_buf(), log }
+    }
+
+    /// The audit page's base URL.
+    pub fn page_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
     }
 
     /// Starts it again on the same port, database and key directory (the
