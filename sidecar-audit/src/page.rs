@@ -208,7 +208,7 @@ fn render_page(state: &PageState) -> anyhow::Result<String> {
         escape(&state.db.display().to_string())
     );
     html.push_str(&render_badge(&report));
-    render_records(&conn, &mut html)?;
+    render_records(&conn, report.broken.as_ref().map(|b| b.seq), &mut html)?;
     render_sessions(&conn, &mut html)?;
     render_quarantine(&conn, &mut html)?;
     html.push_str("</body></html>\n");
@@ -221,10 +221,10 @@ pub fn render_badge(report: &Report) -> String {
     let fingerprint = report.key_fingerprint.as_deref().unwrap_or("");
     let body = match badge {
         Badge::Green => format!(
-            "<strong>Chain + signatures: verified</strong> · {} entries · {} checkpoints · \
+            "<strong>Chain + signatures: verified</strong> · {} · {} · \
              key <code class=\"fingerprint\">{}</code>",
-            report.entries,
-            report.checkpoints,
+            plural(report.entries, "entry", "entries"),
+            plural(report.checkpoints, "checkpoint", "checkpoints"),
             escape(fingerprint)
         ),
         Badge::Yellow => {
@@ -233,9 +233,9 @@ pub fn render_badge(report: &Report) -> String {
                 _ => "no checkpoint yet",
             };
             format!(
-                "<strong>Chain: intact</strong> · {} entries · \
+                "<strong>Chain: intact</strong> · {} · \
                  Signatures: not verified ({why})",
-                report.entries
+                plural(report.entries, "entry", "entries")
             )
         }
         Badge::Red => {
@@ -255,7 +255,16 @@ pub fn render_badge(report: &Report) -> String {
     )
 }
 
-fn render_records(conn: &Connection, html: &mut String) -> anyhow::Result<()> {
+/// `1 entry`, `2 entries`.
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn render_records(
+    conn: &Connection,
+    broken_seq: Option<u64>,
+    html: &mut String,
+) -> anyhow::Result<()> {
     let mut stmt = conn.prepare(
         "SELECT seq, appended_at_ns, from_agent, to_agent, method, path, status, decision
          FROM entries ORDER BY seq DESC LIMIT ?1",
@@ -266,8 +275,14 @@ fn render_records(conn: &Connection, html: &mut String) -> anyhow::Result<()> {
     );
     let mut rows = stmt.query([RECENT_RECORDS as i64])?;
     while let Some(r) = rows.next()? {
+        let seq = r.get::<_, i64>(0)?;
+        if broken_seq == Some(seq as u64) {
+            html.push_str("<tr class=\"broken\" title=\"verification found the problem here\">");
+        } else {
+            html.push_str("<tr>");
+        }
         let cells: [String; 7] = [
-            r.get::<_, i64>(0)?.to_string(),
+            seq.to_string(),
             rfc3339(r.get(1)?),
             r.get(2)?,
             r.get(3)?,
@@ -275,7 +290,7 @@ fn render_records(conn: &Connection, html: &mut String) -> anyhow::Result<()> {
             r.get(6)?,
             r.get(7)?,
         ];
-        row(html, &cells);
+        cells_of(html, &cells);
     }
     html.push_str("</table>\n");
     Ok(())
@@ -351,6 +366,11 @@ fn render_quarantine(conn: &Connection, html: &mut String) -> anyhow::Result<()>
 
 fn row(html: &mut String, cells: &[String]) {
     html.push_str("<tr>");
+    cells_of(html, cells);
+}
+
+/// The cells of an opened row, and its end.
+fn cells_of(html: &mut String, cells: &[String]) {
     for cell in cells {
         let _ = write!(html, "<td>{}</td>", escape(cell));
     }
@@ -361,7 +381,8 @@ const HEAD: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf
 <title>Warrant audit</title><style>\
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse;margin-bottom:2em}td,th{border:1px solid #ccc;padding:.2em .5em;\
-text-align:left;font-size:.9em}.badge{padding:.8em 1em;border-radius:6px;border:2px solid}\
+text-align:left;font-size:.9em;white-space:nowrap}tr.broken td{background:#fdecea;\
+font-weight:bold}.badge{padding:.8em 1em;border-radius:6px;border:2px solid}\
 .green{border-color:#2a7;background:#eafaf1}.yellow{border-color:#d29922;background:#fff8e1}\
 .red{border-color:#c33;background:#fdecea}code{font-size:.85em}\
 </style></head><body><h1>Warrant audit chain</h1>\n";

@@ -156,7 +156,7 @@ fn table(dom: &str, id: &str) -> Vec<Vec<String>> {
     let start = dom.find(&format!("<table id=\"{id}\">")).unwrap_or_else(|| panic!("table {id}"));
     let end = start + dom[start..].find("</table>").expect("table end");
     dom[start..end]
-        .split("<tr>")
+        .split("<tr")
         .skip(1)
         .filter(|row| row.contains("<td>"))
         .map(|row| {
@@ -347,6 +347,9 @@ fn page_in_a_real_browser_shows_green_yellow_and_red() {
     assert!(words.contains("position 1 of 4"), "{words}");
     assert!(words.contains("entry hash mismatch"), "the reason: {words}");
     assert_eq!(table(&dom, "records").len(), 4, "the records are still shown");
+    assert!(dom.contains("<tr class=\"broken\""), "the broken row is marked");
+    let marked = dom.split("<tr class=\"broken\"").nth(1).unwrap();
+    assert!(marked.split("</tr>").next().unwrap().contains("<td>1</td>"), "row of seq 1");
     let png = shots.join("red.png");
     assert_badge_colour(&screenshot(&evidence.dir, &server.url, &png), RED_BG, &png);
     eprintln!("screenshots in {}", shots.display());
