@@ -11,6 +11,8 @@
 //! Checkpoints ([`CheckpointPolicy`]): the writer signs the head once
 //! `every` entries are uncovered, or once the oldest uncovered entry has
 //! waited `interval` (also when no more records arrive), and when it stops.
+//! A checkpoint due with a batch is stored in that batch's transaction
+//! ([`Store::append_batch_signed`]), so it costs no sync of its own.
 //! So an acknowledged record is covered by a signature within about
 //! `interval` plus one commit, unless the process dies first; then the next
 //! start checks the uncovered tail ([`serve`]) and signs it.
@@ -155,23 +157,30 @@ impl WriterLoop {
                 }
             }
             self.commit(batch);
-            let overdue = self.since.is_some_and(|s| s.elapsed() >= self.policy.interval);
-            if self.uncovered >= self.policy.every || overdue {
-                self.checkpoint();
-            }
         }
         self.checkpoint();
     }
 
+    /// Commits a batch; when a checkpoint is due with it (`every` reached,
+    /// or the oldest uncovered entry has waited `interval`), it is signed
+    /// in the same transaction.
     fn commit(&mut self, batch: Vec<Job>) {
         let records: Vec<AuditRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
-        match self.store.append_batch(&records, now_ns()) {
-            Ok(results) => {
+        let overdue = self.since.is_some_and(|s| s.elapsed() >= self.policy.interval);
+        let due = overdue || self.uncovered + records.len() as u64 >= self.policy.every;
+        match self.store.append_batch_signed(&records, now_ns(), due.then_some(&self.key)) {
+            Ok((results, signed)) => {
                 let new = results.iter().filter(|a| !a.duplicate).count() as u64;
                 self.metrics.batch_committed(new, results.len() as u64 - new);
                 if new > 0 {
                     self.uncovered += new;
                     self.since.get_or_insert_with(Instant::now);
+                }
+                if let Some(signed) = signed {
+                    self.metrics.checkpoint_stored();
+                    tracing::debug!(seq = signed.checkpoint.seq, "checkpoint signed");
+                    self.uncovered = 0;
+                    self.since = None;
                 }
                 for ((_, reply), result) in batch.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));

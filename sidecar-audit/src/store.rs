@@ -182,6 +182,22 @@ impl Store {
         records: &[AuditRecord],
         now_ns: i64,
     ) -> anyhow::Result<Vec<Appended>> {
+        Ok(self.append_batch_signed(records, now_ns, None)?.0)
+    }
+
+    /// [`Store::append_batch`], and with `sign` a checkpoint of the new head
+    /// in the same transaction (so one sync covers both; `None` when the
+    /// head was already covered). This is how the writer thread signs: a
+    /// checkpoint costs no commit of its own.
+    ///
+    /// # Errors
+    /// As [`Store::append_batch`]; nothing is stored.
+    pub fn append_batch_signed(
+        &mut self,
+        records: &[AuditRecord],
+        now_ns: i64,
+        sign: Option<&SigningKey>,
+    ) -> anyhow::Result<(Vec<Appended>, Option<SignedCheckpoint>)> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut head = read_head(&tx)?;
         let mut out = Vec::with_capacity(records.len());
@@ -207,9 +223,13 @@ impl Store {
                 out.push(Appended { seq: head.seq, hash: head.hash, duplicate: false });
             }
         }
+        let signed = match sign {
+            Some(key) => insert_checkpoint(&tx, &self.chain_id, head, key, now_ns)?,
+            None => None,
+        };
         tx.commit()?;
         self.head = head;
-        Ok(out)
+        Ok((out, signed))
     }
 
     /// Appends one entry built by the caller (a quarantine decision) and, if
@@ -530,6 +550,25 @@ mod tests {
         assert_eq!(store.head().seq, 2);
         let next = store.append_batch(&[record("c")], 2).unwrap();
         assert_eq!(next[0].seq, 3);
+    }
+
+    #[test]
+    fn a_batch_and_its_checkpoint_commit_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("audit.db")).unwrap();
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let (appended, signed) =
+            store.append_batch_signed(&[record("a"), record("b")], 1, Some(&key)).unwrap();
+        let signed = signed.expect("a checkpoint of the new head");
+        assert_eq!((signed.checkpoint.seq, signed.checkpoint.head_hash), (2, appended[1].hash));
+        signed.verify(&key.verifying_key()).unwrap();
+        // Only a retransmission: the head is covered, nothing new is signed.
+        let (again, signed) = store.append_batch_signed(&[record("b")], 2, Some(&key)).unwrap();
+        assert!(again[0].duplicate && signed.is_none());
+        let (_, unsigned) = store.append_batch_signed(&[record("c")], 3, None).unwrap();
+        assert!(unsigned.is_none());
+        let stored = checkpoints(store.connection(), &store.chain_id()).unwrap();
+        assert_eq!(stored.iter().map(|c| c.checkpoint.seq).collect::<Vec<_>>(), vec![2]);
     }
 
     #[test]

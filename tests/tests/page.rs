@@ -626,10 +626,11 @@ fn no_key_or_raw_delegation_header_in_any_log() {
         warrant_delegation::Timestamp::from_unix_secs(now_secs()),
     )
     .unwrap()]);
+    let content = format!("quarterly figures {}", hex::encode(parts.human.key.verifying_key()));
     let (status, body) = post(
         &parts.envoy,
         &[("x-oktsec-delegation", &chain)],
-        &parts.alice.envelope("bob", "delegated hello"),
+        &parts.alice.envelope("bob", &content),
     );
     assert_eq!(status, 200, "{body}");
     let records = warrant_e2e::stack::records(&parts.sidecar.db);
@@ -655,6 +656,7 @@ fn no_key_or_raw_delegation_header_in_any_log() {
             chain[chain.len() / 3..chain.len() / 3 + 40].into(),
         ),
         ("the forged header", forged.clone()),
+        ("the request's content", content.clone()),
         ("the sidecar key's PEM body", key_pem.lines().nth(1).unwrap().to_string()),
         ("the sidecar key's seed", STANDARD.encode(sidecar_key.to_bytes())),
         ("the sidecar key's seed (hex)", hex::encode(sidecar_key.to_bytes())),
