@@ -504,3 +504,35 @@ pub fn now_ns() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{latest_checkpoint, read_chain_id};
+
+    #[test]
+    fn a_due_checkpoint_is_committed_with_the_batch_that_reaches_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("audit.db");
+        let key = SigningKey::from_bytes(&[9; 32]);
+        // A long interval: only the count can make a checkpoint due.
+        let policy = CheckpointPolicy { every: 3, interval: Duration::from_secs(3600) };
+        let (writer, done) =
+            Writer::start(Store::open(&db).unwrap(), key, policy, Arc::default()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let latest = || {
+            let conn = Store::open_read_only(&db).unwrap();
+            latest_checkpoint(&conn, &read_chain_id(&conn).unwrap()).unwrap()
+        };
+        for i in 1..=4u64 {
+            let record = AuditRecord { message_id: format!("m{i}"), ..Default::default() };
+            assert_eq!(runtime.block_on(writer.append(record)).unwrap().seq, i);
+            // Acknowledged means committed, and so is a checkpoint due with it.
+            let covered = latest().map(|c| c.checkpoint.seq);
+            assert_eq!(covered, if i < 3 { None } else { Some(3) }, "after record {i}");
+        }
+        drop(writer);
+        done.recv().unwrap();
+        assert_eq!(latest().unwrap().checkpoint.seq, 4, "the last checkpoint at stop");
+    }
+}
