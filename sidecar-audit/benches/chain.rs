@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use rusqlite::params_from_iter;
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use warrant_audit::chain::{Entry, FieldValue};
 use warrant_audit::metrics::Metrics;
 use warrant_audit::server::{CheckpointPolicy, Writer};
@@ -131,7 +132,7 @@ fn plain(db: &Path, records: &[AuditRecord]) -> (f64, f64) {
         "INSERT INTO entries (seq, {names}, prev_hash, entry_hash) VALUES ({})",
         marks.join(", ")
     );
-    let zeros = vec![0u8; 32];
+    let zeros = [0u8; 32];
     let (start, cpu) = (Instant::now(), thread_cpu());
     let mut seq = 0i64;
     for batch in records.chunks(BATCH) {
@@ -140,15 +141,16 @@ fn plain(db: &Path, records: &[AuditRecord]) -> (f64, f64) {
             let mut stmt = tx.prepare_cached(&sql).unwrap();
             for record in batch {
                 seq += 1;
+                // Bound as the store binds: borrowed, no copies.
                 let entry = Entry::from_record(record, 1);
-                let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(31);
-                values.push(seq.into());
-                values.extend(entry.values().iter().map(|v| match v {
-                    FieldValue::Text(t) => rusqlite::types::Value::Text((*t).to_string()),
-                    FieldValue::Integer(n) => rusqlite::types::Value::Integer(*n),
+                let mut values: Vec<ToSqlOutput<'_>> = Vec::with_capacity(31);
+                values.push(ToSqlOutput::Borrowed(ValueRef::Integer(seq)));
+                values.extend(entry.values().into_iter().map(|v| match v {
+                    FieldValue::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+                    FieldValue::Integer(n) => ToSqlOutput::Borrowed(ValueRef::Integer(n)),
                 }));
-                values.push(zeros.clone().into());
-                values.push(zeros.clone().into());
+                values.push(ToSqlOutput::Borrowed(ValueRef::Blob(&zeros)));
+                values.push(ToSqlOutput::Borrowed(ValueRef::Blob(&zeros)));
                 stmt.execute(params_from_iter(values)).unwrap();
             }
         }
