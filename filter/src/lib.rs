@@ -255,6 +255,12 @@ impl RootContext for WarrantRoot {
             error!("warrant: cannot prepare the session table: {e}");
             return false;
         }
+        if let Some(replay) = &policy.replay {
+            if let Err(e) = replay.prepare(&HostStore) {
+                error!("warrant: cannot prepare the replay table: {e}");
+                return false;
+            }
+        }
         let chains = RefCell::new(ChainCache::new(policy.config.delegation.cache_entries));
         let decision_counters = Decision::ALL
             .iter()

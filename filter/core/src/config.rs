@@ -21,6 +21,8 @@ use warrant_delegation::{DelegationConfig, VerifyPolicy};
 use warrant_rules::{Engine, RulesConfig};
 use warrant_session::{SessionConfig, SessionTracker};
 
+use crate::replay::{ReplayConfig, ReplayGuard, CAPACITY_RANGE};
+
 /// The JSON document, as written by the operator. Every field has a default
 /// except where noted, so `{}` is a valid (if not very useful) configuration
 /// that requires an authenticated sender and has no keys.
@@ -59,6 +61,13 @@ pub struct PluginConfig {
     /// Session tracking (`X-Oktsec-Session`): header, idle timeout, bound.
     #[serde(default)]
     pub sessions: SessionConfig,
+    /// Replay detection for signed envelopes: on/off and table capacity.
+    #[serde(default)]
+    pub replay: ReplayConfig,
+    /// Deepest nesting of arrays and objects accepted in a JSON body;
+    /// deeper bodies are refused with 400. Default 32; 1 to 128.
+    #[serde(default = "default_max_json_depth")]
+    pub max_json_depth: u32,
     /// Per-agent authority: who may message whom, who is suspended. Keyed
     /// by agent name. With a delegation chain, the chain's root is the agent
     /// whose authority counts. Default: none (everyone may message anyone).
@@ -249,6 +258,12 @@ impl Default for IdentityConfig {
 /// Largest `max_body_bytes` accepted: 64 MiB.
 pub const MAX_BODY_LIMIT: u32 = 64 * 1024 * 1024;
 
+/// Largest `max_json_depth` accepted (serde_json's own recursion limit).
+pub const MAX_JSON_DEPTH_LIMIT: u32 = 128;
+
+fn default_max_json_depth() -> u32 {
+    32
+}
 fn default_max_body_bytes() -> u32 {
     1024 * 1024
 }
@@ -322,6 +337,8 @@ pub struct Policy {
     pub delegation: VerifyPolicy,
     /// Session tracking over shared data.
     pub sessions: SessionTracker,
+    /// Replay detection over shared data (`None` when disabled).
+    pub replay: Option<ReplayGuard>,
 }
 
 impl Policy {
@@ -356,7 +373,8 @@ impl Policy {
         let delegation = VerifyPolicy::from_config(&config.delegation, 0);
         let sessions = SessionTracker::new(&config.sessions)
             .map_err(|e| ConfigError::new("sessions", e.to_string()))?;
-        Ok(Policy { config, keys: store, rules, delegation, sessions })
+        let replay = config.replay.enabled.then(|| ReplayGuard::new(config.replay.capacity));
+        Ok(Policy { config, keys: store, rules, delegation, sessions, replay })
     }
 }
 
@@ -381,6 +399,23 @@ fn validate(config: &PluginConfig) -> Result<(), ConfigError> {
         return Err(ConfigError::new(
             "max_body_bytes",
             format!("expected 1..={MAX_BODY_LIMIT}, found {}", config.max_body_bytes),
+        ));
+    }
+    if config.max_json_depth == 0 || config.max_json_depth > MAX_JSON_DEPTH_LIMIT {
+        return Err(ConfigError::new(
+            "max_json_depth",
+            format!("expected 1..={MAX_JSON_DEPTH_LIMIT}, found {}", config.max_json_depth),
+        ));
+    }
+    if !CAPACITY_RANGE.contains(&config.replay.capacity) {
+        return Err(ConfigError::new(
+            "replay.capacity",
+            format!(
+                "expected {}..={}, found {}",
+                CAPACITY_RANGE.start(),
+                CAPACITY_RANGE.end(),
+                config.replay.capacity
+            ),
         ));
     }
     let identity = &config.identity;
@@ -540,6 +575,10 @@ mod tests {
             ),
             ("bad session timeout", r#"{"sessions": {"idle_timeout_secs": 0}}"#, "sessions"),
             ("bad default policy", r#"{"default_policy": "maybe"}"#, "default_policy"),
+            ("replay table too small", r#"{"replay": {"capacity": 1}}"#, "replay.capacity"),
+            ("unknown replay key", r#"{"replay": {"ttl": 1}}"#, "replay.ttl"),
+            ("json depth zero", r#"{"max_json_depth": 0}"#, "max_json_depth"),
+            ("json depth too deep", r#"{"max_json_depth": 129}"#, "max_json_depth"),
             (
                 "bad acl entry",
                 r#"{"agents": {"a": {"can_message": ["x,y"]}}}"#,

@@ -19,6 +19,8 @@
 //! | `agent_suspended` | `rejected` | 403 | the sender or the chain's root is suspended |
 //! | `recipient_suspended` | `rejected` | 403 | the recipient is suspended |
 //! | `acl_denied` | `rejected` | 403 | the sender (or chain root) may not message the recipient |
+//! | `replay_detected` | `rejected` | 403 | a signed envelope already accepted within its timestamp window (same signature) |
+//! | `replay_check_unavailable` | `error` | 503 | the replay table could not be read or written, or its bucket is full of live entries (raise `replay.capacity`) |
 //! | `audit_unavailable` | `error` | 503 | the sidecar did not acknowledge the record in time |
 //!
 //! The chain can also hold `audit_gap` records (status `error`): no
@@ -69,13 +71,17 @@ pub enum Decision {
     RecipientSuspended,
     /// The ACL does not let the sender (or root) message the recipient (403).
     AclDenied,
+    /// The signed envelope was accepted before, within its window (403).
+    ReplayDetected,
+    /// Whether the envelope is a replay cannot be established (503).
+    ReplayCheckUnavailable,
     /// The audit sidecar did not take the record (503).
     AuditUnavailable,
 }
 
 impl Decision {
     /// Every decision, for metrics and documentation.
-    pub const ALL: [Decision; 17] = [
+    pub const ALL: [Decision; 19] = [
         Decision::Allow,
         Decision::ContentFlagged,
         Decision::ContentQuarantined,
@@ -92,6 +98,8 @@ impl Decision {
         Decision::AgentSuspended,
         Decision::RecipientSuspended,
         Decision::AclDenied,
+        Decision::ReplayDetected,
+        Decision::ReplayCheckUnavailable,
         Decision::AuditUnavailable,
     ];
 
@@ -124,6 +132,8 @@ impl Decision {
             Decision::AgentSuspended => "agent_suspended",
             Decision::RecipientSuspended => "recipient_suspended",
             Decision::AclDenied => "acl_denied",
+            Decision::ReplayDetected => "replay_detected",
+            Decision::ReplayCheckUnavailable => "replay_check_unavailable",
             Decision::AuditUnavailable => "audit_unavailable",
         }
     }
@@ -134,7 +144,7 @@ impl Decision {
             Decision::Allow | Decision::ContentFlagged => "delivered",
             Decision::ContentQuarantined => "quarantined",
             Decision::ContentBlocked => "blocked",
-            Decision::AuditUnavailable => "error",
+            Decision::AuditUnavailable | Decision::ReplayCheckUnavailable => "error",
             _ => "rejected",
         }
     }
@@ -152,12 +162,13 @@ impl Decision {
             | Decision::DelegationScopeViolation
             | Decision::AgentSuspended
             | Decision::RecipientSuspended
-            | Decision::AclDenied => Some(403),
+            | Decision::AclDenied
+            | Decision::ReplayDetected => Some(403),
             Decision::SignatureRequired | Decision::DelegationRequired => Some(401),
             Decision::InvalidRequest => Some(400),
             Decision::PayloadTooLarge => Some(413),
             Decision::UnsupportedEncoding => Some(415),
-            Decision::AuditUnavailable => Some(503),
+            Decision::AuditUnavailable | Decision::ReplayCheckUnavailable => Some(503),
         }
     }
 

@@ -10,6 +10,8 @@
 //! - [`extract`]: which text of the body gets scanned (envelope content, MCP
 //!   `tools/call` name and arguments, or the raw body);
 //! - [`identity`]: who sent the request and whether that is authenticated;
+//! - [`replay`]: signed envelopes seen before within their window, on a
+//!   bounded table in shared data;
 //! - [`decision`]: the closed set of decisions, their HTTP mapping and the
 //!   local reply body;
 //! - [`pipeline`]: runs all of the above and yields an [`pipeline::Outcome`]
@@ -28,4 +30,5 @@ pub mod extract;
 pub mod identity;
 pub mod outbox;
 pub mod pipeline;
+pub mod replay;
 pub mod request;

@@ -9,7 +9,9 @@
 //! 5. verify and bind the delegation chain, when there is one: 401 or 403;
 //! 6. check suspension and the ACL against the principal
 //!    ([`crate::authority`]): 403;
-//! 7. scan the content with the rules and turn the verdict into a decision.
+//! 7. refuse a signed envelope seen before within its window
+//!    ([`crate::replay`]): 403, or 503 when the table cannot say;
+//! 8. scan the content with the rules and turn the verdict into a decision.
 //!
 //! Every path yields an [`Outcome`]: the decision, the headers to add, and
 //! exactly one [`AuditRecord`].
@@ -203,7 +205,19 @@ pub fn evaluate(
         return finish(policy, record, session, decision, why, Vec::new());
     }
 
-    // 7. Scan and decide.
+    // 7. Replay: only an envelope whose signature verified (the `envelope`
+    //    source authenticated the sender) is remembered. Checked after the
+    //    refusals above, so an envelope refused for its chain or ACL is not
+    //    used up; a replayed one would be refused the same way again.
+    if let (Some(guard), Some(envelope), Some(IdentitySource::Envelope)) =
+        (&policy.replay, envelope, sender.source)
+    {
+        if let Err((decision, why)) = check_replay(policy, guard, env, envelope, now_secs) {
+            return finish(policy, record, session, decision, why, Vec::new());
+        }
+    }
+
+    // 8. Scan and decide.
     let evaluation = policy.rules.evaluate(&extracted.content_parts(), &sender.name);
     let decision = Decision::from_verdict(evaluation.verdict);
     let message = match evaluation.findings.first() {
@@ -213,6 +227,44 @@ pub fn evaluate(
     let mut outcome = finish(policy, record, session, decision, message, evaluation.findings);
     outcome.facts.extend(chain_facts);
     outcome
+}
+
+/// Observes a verified envelope in the replay table.
+fn check_replay(
+    policy: &Policy,
+    guard: &crate::replay::ReplayGuard,
+    env: &Env<'_>,
+    envelope: &crate::envelope::Envelope,
+    now_secs: i64,
+) -> Result<(), (Decision, String)> {
+    use base64::Engine as _;
+    use crate::replay::Sighting;
+
+    // Verified moments ago, so both parse; refuse rather than assume.
+    let unavailable = |why: String| (Decision::ReplayCheckUnavailable, why);
+    let raw = envelope
+        .signature
+        .as_deref()
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .ok_or_else(|| unavailable("verified envelope without a decodable signature".into()))?;
+    let stamped = envelope
+        .timestamp
+        .as_deref()
+        .and_then(crate::envelope::parse_rfc3339)
+        .ok_or_else(|| unavailable("verified envelope without a timestamp".into()))?;
+    let max_age = i64::from(policy.config.identity.envelope_max_age_secs);
+    let expires = stamped.saturating_add(max_age).saturating_add(1);
+    match guard.observe(env.store, &raw, expires, now_secs) {
+        Ok(Sighting::First) => Ok(()),
+        Ok(Sighting::Replayed) => Err((
+            Decision::ReplayDetected,
+            format!(
+                "this signed envelope (timestamp {}) was already accepted; sign each message afresh",
+                envelope.timestamp.as_deref().unwrap_or("")
+            ),
+        )),
+        Err(e) => Err(unavailable(e.to_string())),
+    }
 }
 
 /// The outcome for a request refused before its body was read (for example
@@ -660,12 +712,58 @@ mod tests {
     }
 
     #[test]
-    fn sessions_follow_the_authenticated_sender() {
+    fn the_same_signed_envelope_twice_is_a_replay() {
         let p = policy("");
         let store = MemoryStore::new();
         let body = envelope("hi", &alice(), "alice");
-        let first = run_in(&store, &p, &json_head(), &body);
-        let second = run_in(&store, &p, &json_head(), &body);
+        assert_eq!(run_in(&store, &p, &json_head(), &body).decision, Decision::Allow);
+        let again = run_in(&store, &p, &json_head(), &body);
+        assert_eq!(again.decision, Decision::ReplayDetected, "{}", again.message);
+        assert_eq!(again.record.http_status, 403);
+        assert_eq!(again.record.from, "alice", "the replay is recorded under the sender");
+        assert!(again.record.reason.contains("already accepted"), "{}", again.record.reason);
+        // Another message of the same sender is not a replay.
+        let other = envelope("hi again", &alice(), "alice");
+        assert_eq!(run_in(&store, &p, &json_head(), &other).decision, Decision::Allow);
+        // Off: no table, both pass.
+        let off = policy(r#","replay":{"enabled":false}"#);
+        let store = MemoryStore::new();
+        assert_eq!(run_in(&store, &off, &json_head(), &body).decision, Decision::Allow);
+        assert_eq!(run_in(&store, &off, &json_head(), &body).decision, Decision::Allow);
+        assert!(store.keys().iter().all(|k| !k.starts_with("warrant.replay")), "disabled replay writes nothing");
+    }
+
+    #[test]
+    fn an_envelope_refused_before_the_replay_check_is_not_used_up() {
+        let p = policy(r#","default_policy":"deny","agents":{"bob":{}}"#);
+        let store = MemoryStore::new();
+        let body = envelope("hi", &alice(), "alice");
+        for _ in 0..2 {
+            assert_eq!(run_in(&store, &p, &json_head(), &body).decision, Decision::AclDenied);
+        }
+    }
+
+    #[test]
+    fn a_full_replay_table_refuses_with_503() {
+        let p = policy(r#","replay":{"capacity":16}"#);
+        let store = MemoryStore::new();
+        for n in 0..16 {
+            let body = envelope(&format!("m {n}"), &alice(), "alice");
+            assert_eq!(run_in(&store, &p, &json_head(), &body).decision, Decision::Allow);
+        }
+        let out = run_in(&store, &p, &json_head(), &envelope("one more", &alice(), "alice"));
+        assert_eq!(out.decision, Decision::ReplayCheckUnavailable, "{}", out.message);
+        assert_eq!(out.decision.http_status(), Some(503));
+    }
+
+    #[test]
+    fn sessions_follow_the_authenticated_sender() {
+        let p = policy("");
+        let store = MemoryStore::new();
+        // Distinct messages: the same signed envelope twice is a replay.
+        let body = |n: u32| envelope(&format!("hi {n}"), &alice(), "alice");
+        let first = run_in(&store, &p, &json_head(), &body(1));
+        let second = run_in(&store, &p, &json_head(), &body(2));
         assert_eq!(first.record.session_id.len(), 32);
         assert_eq!(first.record.session_id, second.record.session_id);
         assert!(first
@@ -677,10 +775,10 @@ mod tests {
         );
 
         let explicit = RequestHead { session_header: Some(b"trace-42:a".to_vec()), ..json_head() };
-        assert_eq!(run_in(&store, &p, &explicit, &body).record.session_id, "trace-42:a");
+        assert_eq!(run_in(&store, &p, &explicit, &body(3)).record.session_id, "trace-42:a");
 
         let malformed = RequestHead { session_header: Some(b"bad id!".to_vec()), ..json_head() };
-        let out = run_in(&store, &p, &malformed, &body);
+        let out = run_in(&store, &p, &malformed, &body(4));
         assert_eq!(out.record.session_id, first.record.session_id);
         assert!(
             out.record.notes.iter().any(|n| n.starts_with("malformed session header")),
