@@ -1,22 +1,33 @@
 //! Which text of a request body gets scanned.
 //!
-//! - A JSON body (by `content-type`) must parse, or the request is refused
-//!   with 400: a body the filter cannot read is never forwarded unscanned.
+//! - A JSON body must parse strictly, or the request is refused with 400: a
+//!   body the filter cannot read is never forwarded unscanned. Strictly
+//!   means: valid UTF-8 (lone surrogate escapes included), no object with
+//!   the same key twice (parsers disagree on which value wins, so the filter
+//!   could scan one value and the upstream act on the other), and at most
+//!   `max_json_depth` levels of arrays and objects.
 //!   - An oktsec envelope (an object with `from`, `to` or `content`, and no
 //!     `jsonrpc`): its `content` ([`ContentKind::Message`]).
-//!   - MCP JSON-RPC `tools/call`: the tool name ([`ContentKind::ToolName`])
-//!     and the string values of its arguments
-//!     ([`ContentKind::ToolArguments`]).
-//!   - Any other JSON (other JSON-RPC methods, batches, plain documents):
-//!     every string in it, keys included, decoded and one per line
-//!     ([`ContentKind::Body`]), so JSON escapes such as `\u0069gnore` cannot
-//!     hide words from the rules.
-//! - Any other body: its text (invalid UTF-8 replaced), as
-//!   [`ContentKind::Body`].
+//!   - A JSON-RPC call (an object with a string `method` and `jsonrpc`, or
+//!     with `method` `tools/call` and no `jsonrpc`): for MCP `tools/call`,
+//!     the tool name ([`ContentKind::ToolName`]), the strings of its
+//!     arguments ([`ContentKind::ToolArguments`]) and every other string of
+//!     the call ([`ContentKind::Body`]); for other methods, every string.
+//!   - A JSON-RPC batch (an array one of whose elements is such a call):
+//!     every element must be an object, and each is read as above, so every
+//!     call's tool is checked and scanned ([`Extracted::tools`]).
+//!   - Any other JSON: every string in it, keys included, decoded and one
+//!     per line ([`ContentKind::Body`]), so JSON escapes such as
+//!     `\u0069gnore` cannot hide words from the rules.
+//! - A body not declared JSON: if it parses strictly as a JSON object or
+//!   array, it is read as JSON all the same (a mislabelled `tools/call` is
+//!   still a tool call to the upstream); otherwise its text, with invalid
+//!   UTF-8 replaced by U+FFFD, as [`ContentKind::Body`].
 
 use std::fmt;
 
-use serde_json::Value;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 use warrant_rules::{ContentKind, ContentPart};
 
 use crate::envelope::{Envelope, EnvelopeError};
@@ -35,6 +46,14 @@ pub enum BodyKind {
         method: String,
         /// The tool name of a `tools/call`.
         tool: Option<String>,
+    },
+    /// A JSON-RPC batch: the method of every call, and the tool of every
+    /// `tools/call`, in order.
+    JsonRpcBatch {
+        /// Every call's method (responses in the batch have none).
+        methods: Vec<String>,
+        /// Every `tools/call`'s tool name.
+        tools: Vec<String>,
     },
     /// Other JSON.
     Json,
@@ -65,7 +84,20 @@ impl Extracted {
     pub fn content_parts(&self) -> Vec<ContentPart<'_>> {
         self.parts.iter().map(|p| ContentPart { kind: p.kind, text: &p.text }).collect()
     }
+
+    /// The MCP tools the body calls: one for a `tools/call`, every call's
+    /// for a batch, none otherwise.
+    pub fn tools(&self) -> Vec<&str> {
+        match &self.kind {
+            BodyKind::JsonRpc { tool: Some(tool), .. } => vec![tool.as_str()],
+            BodyKind::JsonRpcBatch { tools, .. } => tools.iter().map(String::as_str).collect(),
+            _ => Vec::new(),
+        }
+    }
 }
+
+/// Nesting depth used by [`extract`]; the configuration's default.
+pub const DEFAULT_MAX_DEPTH: u32 = 32;
 
 /// Why a body could not be read (answered 400 `invalid_request`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +108,8 @@ pub enum ExtractError {
     Envelope(EnvelopeError),
     /// A JSON-RPC `tools/call` without a string `params.name`.
     InvalidToolCall(String),
+    /// An array mixing JSON-RPC calls with elements that are not objects.
+    InvalidBatch(String),
 }
 
 impl fmt::Display for ExtractError {
@@ -84,14 +118,16 @@ impl fmt::Display for ExtractError {
             ExtractError::InvalidJson(why) => write!(f, "body is not valid JSON: {why}"),
             ExtractError::Envelope(e) => e.fmt(f),
             ExtractError::InvalidToolCall(why) => write!(f, "invalid MCP tools/call: {why}"),
+            ExtractError::InvalidBatch(why) => write!(f, "invalid JSON-RPC batch: {why}"),
         }
     }
 }
 
 impl std::error::Error for ExtractError {}
 
-/// Reads `body` according to `head`. `envelopes` says whether envelope
-/// parsing is enabled (the `envelope` identity source is configured).
+/// Reads `body` according to `head`, with nesting capped at
+/// [`DEFAULT_MAX_DEPTH`]. `envelopes` says whether envelope parsing is
+/// enabled (the `envelope` identity source is configured).
 ///
 /// # Errors
 /// [`ExtractError`] when a JSON body cannot be read.
@@ -100,27 +136,54 @@ pub fn extract(
     body: &[u8],
     envelopes: bool,
 ) -> Result<Extracted, ExtractError> {
+    extract_limited(head, body, envelopes, DEFAULT_MAX_DEPTH)
+}
+
+/// [`extract`] with nesting capped at `max_depth` levels.
+///
+/// # Errors
+/// [`ExtractError`] when a JSON body cannot be read.
+pub fn extract_limited(
+    head: &RequestHead,
+    body: &[u8],
+    envelopes: bool,
+    max_depth: u32,
+) -> Result<Extracted, ExtractError> {
     if body.is_empty() {
         return Ok(Extracted { kind: BodyKind::Empty, parts: Vec::new() });
     }
-    if !head.is_json() {
-        let text = String::from_utf8_lossy(body).into_owned();
-        return Ok(Extracted {
-            kind: BodyKind::Text,
-            parts: vec![Part { kind: ContentKind::Body, text }],
-        });
-    }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ExtractError::InvalidJson(e.to_string()))?;
-    if let Value::Object(object) = &value {
-        if envelopes && Envelope::is_envelope_shaped(object) {
-            let envelope = Envelope::from_value(value).map_err(ExtractError::Envelope)?;
-            let parts = vec![Part { kind: ContentKind::Message, text: envelope.content.clone() }];
-            return Ok(Extracted { kind: BodyKind::Envelope(Box::new(envelope)), parts });
+    let value = if head.is_json() {
+        parse_strict(body, max_depth).map_err(ExtractError::InvalidJson)?
+    } else {
+        let looks_like_json =
+            matches!(body.iter().find(|b| !b.is_ascii_whitespace()), Some(b'{' | b'['));
+        match looks_like_json.then(|| parse_strict(body, max_depth)) {
+            Some(Ok(value)) => value,
+            _ => {
+                let text = String::from_utf8_lossy(body).into_owned();
+                return Ok(Extracted {
+                    kind: BodyKind::Text,
+                    parts: vec![Part { kind: ContentKind::Body, text }],
+                });
+            }
         }
-        if let Some(Value::String(method)) = object.get("jsonrpc").and(object.get("method")) {
-            return json_rpc(method.clone(), object);
+    };
+    match &value {
+        Value::Object(object) => {
+            if envelopes && Envelope::is_envelope_shaped(object) {
+                let envelope = Envelope::from_value(value).map_err(ExtractError::Envelope)?;
+                let parts =
+                    vec![Part { kind: ContentKind::Message, text: envelope.content.clone() }];
+                return Ok(Extracted { kind: BodyKind::Envelope(Box::new(envelope)), parts });
+            }
+            if let Some(method) = call_method(object) {
+                let (tool, parts) = json_rpc(method, object)?;
+                let method = method.to_string();
+                return Ok(Extracted { kind: BodyKind::JsonRpc { method, tool }, parts });
+            }
         }
+        Value::Array(items) if items.iter().any(|item| is_call(item)) => return batch(items),
+        _ => {}
     }
     Ok(Extracted {
         kind: BodyKind::Json,
@@ -128,14 +191,67 @@ pub fn extract(
     })
 }
 
+/// Parses JSON strictly (see the module doc); the error says why not.
+fn parse_strict(body: &[u8], max_depth: u32) -> Result<Value, String> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value =
+        Strict { depth: 0, max_depth }.deserialize(&mut deserializer).map_err(|e| e.to_string())?;
+    deserializer.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
+/// The method of a JSON-RPC call object (see the module doc), if it is one.
+fn call_method(object: &Map<String, Value>) -> Option<&str> {
+    match object.get("method") {
+        Some(Value::String(method)) if object.contains_key("jsonrpc") || method == "tools/call" => {
+            Some(method)
+        }
+        _ => None,
+    }
+}
+
+fn is_call(value: &Value) -> bool {
+    match value {
+        Value::Object(object) => object.contains_key("jsonrpc") || call_method(object).is_some(),
+        _ => false,
+    }
+}
+
+fn batch(items: &[Value]) -> Result<Extracted, ExtractError> {
+    let mut methods = Vec::new();
+    let mut tools = Vec::new();
+    let mut parts = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let Value::Object(object) = item else {
+            return Err(ExtractError::InvalidBatch(format!("element {index} is not an object")));
+        };
+        match call_method(object) {
+            Some(method) => {
+                let (tool, call_parts) = json_rpc(method, object).map_err(|e| match e {
+                    ExtractError::InvalidToolCall(why) => {
+                        ExtractError::InvalidToolCall(format!("element {index}: {why}"))
+                    }
+                    other => other,
+                })?;
+                methods.push(method.to_string());
+                tools.extend(tool);
+                parts.extend(call_parts);
+            }
+            // A response, or an object that is no call: scanned whole.
+            None => parts.push(Part { kind: ContentKind::Body, text: strings_of(item) }),
+        }
+    }
+    Ok(Extracted { kind: BodyKind::JsonRpcBatch { methods, tools }, parts })
+}
+
+/// The tool (for `tools/call`) and the parts of one call.
 fn json_rpc(
-    method: String,
-    object: &serde_json::Map<String, Value>,
-) -> Result<Extracted, ExtractError> {
+    method: &str,
+    object: &Map<String, Value>,
+) -> Result<(Option<String>, Vec<Part>), ExtractError> {
     if method != "tools/call" {
         let text = strings_of(&Value::Object(object.clone()));
-        let parts = vec![Part { kind: ContentKind::Body, text }];
-        return Ok(Extracted { kind: BodyKind::JsonRpc { method, tool: None }, parts });
+        return Ok((None, vec![Part { kind: ContentKind::Body, text }]));
     }
     let params = object.get("params");
     let Some(Value::String(tool)) = params.and_then(|p| p.get("name")) else {
@@ -145,7 +261,111 @@ fn json_rpc(
     if let Some(arguments) = params.and_then(|p| p.get("arguments")) {
         parts.push(Part { kind: ContentKind::ToolArguments, text: strings_of(arguments) });
     }
-    Ok(Extracted { kind: BodyKind::JsonRpc { method, tool: Some(tool.clone()) }, parts })
+    // Whatever else the call carries (`params._meta`, extra members)
+    // reaches the upstream too, so it is scanned as well.
+    let mut rest = object.clone();
+    for known in ["jsonrpc", "method", "id"] {
+        rest.remove(known);
+    }
+    if let Some(Value::Object(params)) = rest.get_mut("params") {
+        params.remove("name");
+        params.remove("arguments");
+        if params.is_empty() {
+            rest.remove("params");
+        }
+    }
+    if !rest.is_empty() {
+        parts.push(Part { kind: ContentKind::Body, text: strings_of(&Value::Object(rest)) });
+    }
+    Ok((Some(tool.clone()), parts))
+}
+
+/// A JSON value builder that refuses duplicate keys and nesting past
+/// `max_depth`.
+#[derive(Clone, Copy)]
+struct Strict {
+    depth: u32,
+    max_depth: u32,
+}
+
+impl Strict {
+    fn deeper<E: de::Error>(self) -> Result<Strict, E> {
+        if self.depth >= self.max_depth {
+            return Err(E::custom(format!(
+                "nesting deeper than {} levels of arrays and objects",
+                self.max_depth
+            )));
+        }
+        Ok(Strict { depth: self.depth + 1, max_depth: self.max_depth })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.deeper()?;
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(inner)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inner = self.deeper()?;
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format!(
+                    "duplicate key {key:?}: which value counts would depend on the parser"
+                )));
+            }
+            let value = map.next_value_seed(inner)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// Every string in a JSON value (object keys included), one per line.
@@ -238,5 +458,102 @@ mod tests {
         for word in ["a", "x", "b", "y", "n", "3"] {
             assert!(text.lines().any(|l| l == word), "{word} missing from {text:?}");
         }
+    }
+
+    fn refused(body: &[u8]) -> String {
+        match extract(&json_head(), body, true) {
+            Err(e) => e.to_string(),
+            Ok(got) => panic!("accepted {:?}: {got:?}", String::from_utf8_lossy(body)),
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let cases: [&[u8]; 4] = [
+            br#"{"from":"alice","to":"bob","content":"hi","content":"rm -rf /"}"#,
+            br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"read","name":"shell"}}"#,
+            br#"{"a":{"b":1,"b":2}}"#,
+            br#"[{"x":1},{"y":[{"k":1,"k":1}]}]"#,
+        ];
+        for body in cases {
+            let why = refused(body);
+            assert!(why.contains("duplicate key"), "{why}");
+        }
+        // The same key in sibling objects is fine.
+        assert!(extract(&json_head(), br#"[{"k":1},{"k":2}]"#, true).is_ok());
+    }
+
+    #[test]
+    fn nesting_is_capped() {
+        let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n)).into_bytes();
+        assert!(extract_limited(&json_head(), &nested(8), true, 8).is_ok());
+        let why = match extract_limited(&json_head(), &nested(9), true, 8) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("9 levels accepted with a cap of 8"),
+        };
+        assert!(why.contains("nesting deeper than 8"), "{why}");
+        // Far past serde_json's own limit: refused, no stack overflow.
+        assert!(refused(&nested(100_000)).contains("not valid JSON"));
+        let objects = "{\"a\":".repeat(40) + "1" + &"}".repeat(40);
+        assert!(refused(objects.as_bytes()).contains("nesting deeper than 32"));
+    }
+
+    #[test]
+    fn invalid_utf8_in_json_is_refused_and_in_text_is_replaced() {
+        assert!(refused(b"{\"content\":\"caf\xe9\"}").contains("not valid JSON"));
+        assert!(refused(br#"{"content":"\ud800"}"#).contains("not valid JSON"));
+        assert!(refused(b"\xef\xbb\xbf{}").contains("not valid JSON"), "a BOM is refused");
+        let text = RequestHead { content_type: "text/plain".into(), ..Default::default() };
+        let got = extract(&text, b"ins\xffmod words", true).unwrap();
+        assert_eq!(got.parts[0].text, "ins\u{fffd}mod words");
+    }
+
+    #[test]
+    fn batch_reads_every_call() {
+        let body = br#"[
+            {"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read","arguments":{"p":"a"}}},
+            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"shell","arguments":{"cmd":"insmod x"}}},
+            {"jsonrpc":"2.0","method":"notifications/initialized"},
+            {"jsonrpc":"2.0","id":7,"result":{"text":"done"}}
+        ]"#;
+        let got = extract(&json_head(), body, true).unwrap();
+        assert_eq!(got.tools(), ["read", "shell"]);
+        let BodyKind::JsonRpcBatch { methods, .. } = &got.kind else { panic!("{:?}", got.kind) };
+        assert_eq!(methods.len(), 3);
+        let names: Vec<_> = got.parts.iter().filter(|p| p.kind == ContentKind::ToolName).collect();
+        assert_eq!(names.len(), 2);
+        assert!(got
+            .parts
+            .iter()
+            .any(|p| p.kind == ContentKind::ToolArguments && p.text.contains("insmod x")));
+        assert!(got.parts.iter().any(|p| p.text.contains("done")), "responses are scanned");
+
+        let mixed = br#"[{"jsonrpc":"2.0","method":"tools/call","params":{"name":"a"}}, 5]"#;
+        assert!(refused(mixed).contains("element 1 is not an object"));
+        let nameless = br#"[{"jsonrpc":"2.0","method":"tools/call","params":{}}]"#;
+        assert!(refused(nameless).contains("element 0"));
+        // An array of plain objects is no batch.
+        let got = extract(&json_head(), br#"[{"a":"b"}]"#, true).unwrap();
+        assert_eq!(got.kind, BodyKind::Json);
+    }
+
+    #[test]
+    fn tool_calls_are_found_without_jsonrpc_or_json_content_type() {
+        let call = br#"{"method":"tools/call","params":{"name":"shell","arguments":{}}}"#;
+        assert_eq!(extract(&json_head(), call, true).unwrap().tools(), ["shell"]);
+        let text = RequestHead { content_type: "text/plain".into(), ..Default::default() };
+        let full = br#" {"jsonrpc":"2.0","method":"tools/call","params":{"name":"shell"}}"#;
+        assert_eq!(extract(&text, full, true).unwrap().tools(), ["shell"]);
+        // Text that is not JSON stays text, even if it starts like JSON.
+        assert_eq!(extract(&text, b"{not json", true).unwrap().kind, BodyKind::Text);
+    }
+
+    #[test]
+    fn everything_else_in_a_tool_call_is_scanned_too() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":{},"_meta":{"note":"hidden words"}},"extra":"more"}"#;
+        let got = extract(&json_head(), body, true).unwrap();
+        let rest = got.parts.iter().find(|p| p.kind == ContentKind::Body).unwrap();
+        assert!(rest.text.contains("hidden words") && rest.text.contains("more"), "{}", rest.text);
+        assert!(!rest.text.lines().any(|l| l == "tools/call"), "{}", rest.text);
     }
 }

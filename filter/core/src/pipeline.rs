@@ -24,7 +24,7 @@ use warrant_wire::AuditRecord;
 
 use crate::config::{IdentitySource, Policy};
 use crate::decision::{reply_body, Decision};
-use crate::extract::{extract, BodyKind};
+use crate::extract::{extract_limited, BodyKind};
 use crate::identity::{identify, SignatureState};
 use crate::request::RequestHead;
 
@@ -100,7 +100,8 @@ pub fn evaluate(
 
     // 1. Read the body.
     let envelopes = policy.config.identity.sources.contains(&IdentitySource::Envelope);
-    let extracted = match extract(head, body, envelopes) {
+    let depth = policy.config.max_json_depth;
+    let extracted = match extract_limited(head, body, envelopes, depth) {
         Ok(extracted) => extracted,
         Err(e) => {
             record.to = recipient(policy, head, None);
@@ -175,12 +176,12 @@ pub fn evaluate(
             let decision = Decision::from_delegation_code(e.decision());
             return finish(policy, record, session, decision, e.to_string(), Vec::new());
         }
-        if let BodyKind::JsonRpc { tool: Some(tool), .. } = &extracted.kind {
-            if !tool_allowed(&chain, tool) {
-                let why = format!("tool {tool:?} is outside the delegated tools");
-                let decision = Decision::DelegationScopeViolation;
-                return finish(policy, record, session, decision, why, Vec::new());
-            }
+        // Every call of a batch counts: one tool outside the chain refuses
+        // the whole request.
+        if let Some(tool) = extracted.tools().into_iter().find(|t| !tool_allowed(&chain, t)) {
+            let why = format!("tool {tool:?} is outside the delegated tools");
+            let decision = Decision::DelegationScopeViolation;
+            return finish(policy, record, session, decision, why, Vec::new());
         }
         root = Some(chain.root().to_string());
         chain_facts = vec![
@@ -237,8 +238,8 @@ fn check_replay(
     envelope: &crate::envelope::Envelope,
     now_secs: i64,
 ) -> Result<(), (Decision, String)> {
-    use base64::Engine as _;
     use crate::replay::Sighting;
+    use base64::Engine as _;
 
     // Verified moments ago, so both parse; refuse rather than assume.
     let unavailable = |why: String| (Decision::ReplayCheckUnavailable, why);
@@ -701,6 +702,24 @@ mod tests {
     }
 
     #[test]
+    fn every_call_of_a_batch_is_checked_against_the_chain() {
+        let p = delegating_policy("");
+        let mut head = with_chain(&chain_to("alice", "bob.local", &["read_file"]));
+        head.identity_header = Some("alice".into());
+        let call = |id: u32, tool: &str| serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":{}}});
+        let batch = |tools: &[&str]| {
+            let calls: Vec<_> = tools.iter().zip(1..).map(|(t, id)| call(id, t)).collect();
+            serde_json::Value::Array(calls).to_string().into_bytes()
+        };
+        assert_eq!(run(&p, &head, &batch(&["read_file", "read_file"])).decision, Decision::Allow);
+        let out = run(&p, &head, &batch(&["read_file", "delete_file"]));
+        assert_eq!(out.decision, Decision::DelegationScopeViolation, "{}", out.message);
+        assert!(out.message.contains("delete_file"), "{}", out.message);
+        let dup = br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"read_file","name":"delete_file"}}"#;
+        assert_eq!(run(&p, &head, dup).decision, Decision::InvalidRequest);
+    }
+
+    #[test]
     fn authority_is_the_chain_root() {
         let p = delegating_policy(
             r#","default_policy":"deny","agents":{"human":{"can_message":["bob"]}}"#,
@@ -730,7 +749,10 @@ mod tests {
         let store = MemoryStore::new();
         assert_eq!(run_in(&store, &off, &json_head(), &body).decision, Decision::Allow);
         assert_eq!(run_in(&store, &off, &json_head(), &body).decision, Decision::Allow);
-        assert!(store.keys().iter().all(|k| !k.starts_with("warrant.replay")), "disabled replay writes nothing");
+        assert!(
+            store.keys().iter().all(|k| !k.starts_with("warrant.replay")),
+            "disabled replay writes nothing"
+        );
     }
 
     #[test]

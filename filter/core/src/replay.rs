@@ -169,10 +169,9 @@ impl fmt::Display for ReplayError {
             ReplayError::Contended { key } => {
                 write!(f, "replay table {key}: still contended after {MAX_ATTEMPTS} attempts")
             }
-            ReplayError::Full { key } => write!(
-                f,
-                "replay table {key}: all {WAYS} entries are live; raise replay.capacity"
-            ),
+            ReplayError::Full { key } => {
+                write!(f, "replay table {key}: all {WAYS} entries are live; raise replay.capacity")
+            }
         }
     }
 }
