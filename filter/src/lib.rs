@@ -557,6 +557,26 @@ impl WarrantHttp {
         }
     }
 
+    /// Empties the buffered body of a request that is refused already.
+    /// Envoy keeps buffering a paused body up to the listener's
+    /// `per_connection_buffer_limit_bytes` and past it answers its own,
+    /// unaudited 413 before our reply; a refused body is never forwarded,
+    /// so its bytes can go as they arrive.
+    fn discard_refused_body(&self, body_size: usize) {
+        let refused = match &self.stage {
+            Stage::ExpectAuditAck { outcome } => !outcome.decision.forwards(),
+            Stage::Done => !self.forwarded,
+            _ => false,
+        };
+        if refused && body_size > 0 {
+            if let Err(status) =
+                hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, &[])
+            {
+                debug!("#{} cannot discard the refused body: {status:?}", self.context_id);
+            }
+        }
+    }
+
     fn reply(&self, status: u32, body: &[u8]) {
         let headers = vec![("content-type", "application/json")];
         if let Err(e) = hostcalls::send_http_response(status, headers, Some(body)) {
@@ -644,6 +664,7 @@ impl HttpContext for WarrantHttp {
         let Stage::ExpectBody { body_size: seen, .. } = &mut self.stage else {
             // Decided before the body ended (413, 415): keep holding it
             // until the local reply, or let it through once resumed.
+            self.discard_refused_body(body_size);
             return self.after_decision();
         };
         // While paused, `body_size` is the total buffered so far.

@@ -182,7 +182,7 @@ pub fn extract_limited(
                 return Ok(Extracted { kind: BodyKind::JsonRpc { method, tool }, parts });
             }
         }
-        Value::Array(items) if items.iter().any(|item| is_call(item)) => return batch(items),
+        Value::Array(items) if items.iter().any(is_call) => return batch(items),
         _ => {}
     }
     Ok(Extracted {
