@@ -114,6 +114,7 @@ fn readme_documents_every_field_the_filter_accepts() {
             "`agents.<name>.{}`",
         ),
         ("sessions", r#"{"sessions": {"zzz": 1}}"#, "| `{}"),
+        ("replay", r#"{"replay": {"zzz": 1}}"#, "`replay.{}`"),
         ("agent", r#"{"agents": {"a": {"zzz": 1}}}"#, "`agents.<name>.{}`"),
     ];
     let readme = std::fs::read_to_string(path("envoy/README.md")).unwrap();
