@@ -74,7 +74,10 @@ fn one_hop(w: &World, to: &str, scope: &[&str]) -> String {
 }
 
 fn send(stack: &Stack, w: &World, header: Option<&str>, to: &str) -> Reply {
-    let body = w.sender.envelope(to, "Please summarize the quarterly report");
+    // A new message each time: the same signed envelope twice is a replay.
+    static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let body = w.sender.envelope(to, &format!("Please summarize the quarterly report ({n})"));
     let headers: Vec<(&str, &str)> = header.map(|h| vec![(HEADER, h)]).unwrap_or_default();
     stack.post_json("/v1/message", &headers, &body)
 }
@@ -341,17 +344,18 @@ fn verified_chain_root_drives_envoy_rbac_and_access_logs() {
     };
     let token = mint(&stack.alice.key, &request, Timestamp::from_unix_secs(now_secs())).unwrap();
     let chain = encode_header(&[token]);
-    let body = stack.bob.envelope("research-agent", "List this quarter's reports");
+    // A new message per request: the same signed envelope twice is a replay.
+    let body = |n: u32| stack.bob.envelope("research-agent", &format!("List reports, part {n}"));
 
     // 1. bob acting for alice may use /admin/.
-    let delegated = stack.post_json("/admin/reports", &[(HEADER, &chain)], &body);
+    let delegated = stack.post_json("/admin/reports", &[(HEADER, &chain)], &body(1));
     assert_eq!(delegated.status, 200, "{}", delegated.body);
     // 2. bob on his own may not: Warrant allows it, Envoy's RBAC refuses.
-    let alone = stack.post_json("/admin/reports", &[], &body);
+    let alone = stack.post_json("/admin/reports", &[], &body(2));
     assert_eq!(alone.status, 403, "{}", alone.body);
     assert!(alone.body.contains("RBAC"), "{}", alone.body);
     // 3. Anything else passes.
-    let elsewhere = stack.post_json("/v1/message", &[], &body);
+    let elsewhere = stack.post_json("/v1/message", &[], &body(3));
     assert_eq!(elsewhere.status, 200, "{}", elsewhere.body);
     let seen: Vec<String> = stack.upstream.seen().iter().map(|s| s.path.clone()).collect();
     assert_eq!(seen, ["/admin/reports", "/v1/message"]);

@@ -12,7 +12,8 @@
 //!     with `method` `tools/call` and no `jsonrpc`): for MCP `tools/call`,
 //!     the tool name ([`ContentKind::ToolName`]), the strings of its
 //!     arguments ([`ContentKind::ToolArguments`]) and every other string of
-//!     the call ([`ContentKind::Body`]); for other methods, every string.
+//!     the call, keys and `id` included ([`ContentKind::Body`]); for other
+//!     methods, every string.
 //!   - A JSON-RPC batch (an array one of whose elements is such a call):
 //!     every element must be an object, and each is read as above, so every
 //!     call's tool is checked and scanned ([`Extracted::tools`]).
@@ -261,22 +262,14 @@ fn json_rpc(
     if let Some(arguments) = params.and_then(|p| p.get("arguments")) {
         parts.push(Part { kind: ContentKind::ToolArguments, text: strings_of(arguments) });
     }
-    // Whatever else the call carries (`params._meta`, extra members)
+    // Whatever else the call carries (`id`, `params._meta`, extra members)
     // reaches the upstream too, so it is scanned as well.
     let mut rest = object.clone();
-    for known in ["jsonrpc", "method", "id"] {
-        rest.remove(known);
-    }
     if let Some(Value::Object(params)) = rest.get_mut("params") {
         params.remove("name");
         params.remove("arguments");
-        if params.is_empty() {
-            rest.remove("params");
-        }
     }
-    if !rest.is_empty() {
-        parts.push(Part { kind: ContentKind::Body, text: strings_of(&Value::Object(rest)) });
-    }
+    parts.push(Part { kind: ContentKind::Body, text: strings_of(&Value::Object(rest)) });
     Ok((Some(tool.clone()), parts))
 }
 
@@ -554,6 +547,6 @@ mod tests {
         let got = extract(&json_head(), body, true).unwrap();
         let rest = got.parts.iter().find(|p| p.kind == ContentKind::Body).unwrap();
         assert!(rest.text.contains("hidden words") && rest.text.contains("more"), "{}", rest.text);
-        assert!(!rest.text.lines().any(|l| l == "tools/call"), "{}", rest.text);
+        assert!(!rest.text.lines().any(|l| l == "t"), "the tool name is its own part");
     }
 }

@@ -3,16 +3,20 @@
 //! any shape, extra members, and batches, written out as JSON text.
 //!
 //! Properties, beyond "never panics":
-//! - a `tools/call` with a string `params.name` is read as that tool, and
-//!   its parts are the tool name then (when there are arguments) every
-//!   string of the arguments; with a duplicated `name`, every copy is the
-//!   tool that was read, or the body is refused;
+//! - a body with a duplicated member (`name` twice, or an extra member
+//!   twice) is refused as invalid JSON: no parser's choice of value is
+//!   trusted;
+//! - a `tools/call` (with or without `jsonrpc`) with a string `params.name`
+//!   is read as that tool, its first part is the tool name, then (when
+//!   there are arguments) every string of the arguments;
 //! - a `tools/call` whose `params.name` is not a string is refused as an
 //!   invalid tool call;
-//! - another method is read as JSON-RPC without a tool, and its one part
-//!   holds every string of the request;
-//! - a batch (an array) is read as plain JSON, with every string of every
-//!   request in its one part: nothing in a body goes unscanned.
+//! - another method with `jsonrpc` is read as JSON-RPC without a tool;
+//! - a batch (an array) with a call in it is read call by call, its tools
+//!   are those of its `tools/call`s in order, and one that cannot be read
+//!   refuses the batch;
+//! - whatever is accepted, every string of the body (keys included) is in
+//!   some part: nothing in a body goes unscanned.
 
 #![no_main]
 
@@ -74,11 +78,26 @@ fuzz_target!(|input: Input| {
         Input::Batch(requests) => {
             let items: Vec<String> = requests.iter().map(Request::write).collect();
             let text = format!("[{}]", items.join(","));
-            let got = extract(&head, text.as_bytes(), true).expect("a batch is JSON");
-            assert_eq!(got.kind, BodyKind::Json, "{text}");
-            assert_eq!(got.parts.len(), 1);
-            assert_eq!(got.parts[0].kind, ContentKind::Body);
-            assert_all_strings_in(&text, &got.parts[0].text);
+            let got = extract(&head, text.as_bytes(), true);
+            if requests.iter().any(Request::has_duplicates) {
+                assert!(matches!(got, Err(ExtractError::InvalidJson(_))), "{text}: {got:?}");
+                return;
+            }
+            let readable = requests.iter().all(|r| r.method.name() != "tools/call" || r.tool().is_some());
+            let got = match got {
+                Ok(got) => got,
+                Err(ExtractError::InvalidToolCall(_)) if !readable => return,
+                Err(e) => panic!("{text}: {e}"),
+            };
+            assert!(readable, "{text}: a nameless tools/call was accepted");
+            if requests.iter().any(Request::is_call) {
+                let tools: Vec<String> = requests.iter().filter_map(Request::tool).collect();
+                assert_eq!(got.tools(), tools, "{text}");
+                assert!(matches!(got.kind, BodyKind::JsonRpcBatch { .. }), "{text}");
+            } else {
+                assert_eq!(got.kind, BodyKind::Json, "{text}");
+            }
+            assert_all_strings_in(&text, &all_parts(&got));
         }
     }
 });
@@ -88,53 +107,44 @@ fn check_one(
     text: &str,
     got: Result<warrant_core::extract::Extracted, ExtractError>,
 ) {
-    if !request.jsonrpc {
-        // No `jsonrpc`, and none of `from`, `to`, `content` unless an extra
-        // member is called that: plain JSON or an envelope.
-        if let Ok(got) = got {
-            assert!(!matches!(got.kind, BodyKind::JsonRpc { .. }), "{text}");
-        }
+    if request.has_duplicates() {
+        assert!(matches!(got, Err(ExtractError::InvalidJson(_))), "{text}: {got:?}");
         return;
     }
     let method = request.method.name();
-    if method != "tools/call" {
-        let got = got.expect("any other method is readable");
-        assert_eq!(got.kind, BodyKind::JsonRpc { method: method.to_string(), tool: None });
-        assert_eq!(got.parts.len(), 1);
-        assert_all_strings_in(text, &got.parts[0].text);
-        return;
-    }
-    // serde_json keeps the last of duplicated members.
-    let effective = request.names.last().map(|n| n.to_value(0));
-    let Some(Value::String(name)) = effective else {
-        assert!(matches!(got, Err(ExtractError::InvalidToolCall(_))), "{text}: {got:?}");
-        return;
-    };
-    let got = match got {
-        Ok(got) => got,
-        // Refusing a body whose `name` is ambiguous is fine.
-        Err(_) if request.names.len() > 1 => return,
-        Err(e) => panic!("{text}: {e}"),
-    };
-    assert_eq!(
-        got.kind,
-        BodyKind::JsonRpc { method: "tools/call".into(), tool: Some(name.clone()) },
-        "{text}"
-    );
-    for copy in &request.names {
-        assert_eq!(copy.to_value(0), Value::String(name.clone()), "duplicate `name` read as one");
-    }
-    assert_eq!(got.parts[0].kind, ContentKind::ToolName);
-    assert_eq!(got.parts[0].text, name);
-    match &request.arguments {
-        Some(arguments) => {
-            assert_eq!(got.parts.len(), 2);
+    if method == "tools/call" {
+        let Some(name) = request.tool() else {
+            assert!(matches!(got, Err(ExtractError::InvalidToolCall(_))), "{text}: {got:?}");
+            return;
+        };
+        let got = got.unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(
+            got.kind,
+            BodyKind::JsonRpc { method: "tools/call".into(), tool: Some(name.clone()) },
+            "{text}"
+        );
+        assert_eq!(got.parts[0].kind, ContentKind::ToolName);
+        assert_eq!(got.parts[0].text, name);
+        if let Some(arguments) = &request.arguments {
             assert_eq!(got.parts[1].kind, ContentKind::ToolArguments);
             let written = serde_json::to_string(&arguments.to_value(0)).expect("serialises");
             assert_all_strings_in(&written, &got.parts[1].text);
         }
-        None => assert_eq!(got.parts.len(), 1),
+        assert_all_strings_in(text, &all_parts(&got));
+        return;
     }
+    let got = got.unwrap_or_else(|e| panic!("{text}: {e}"));
+    if request.jsonrpc {
+        assert_eq!(got.kind, BodyKind::JsonRpc { method: method.to_string(), tool: None });
+    } else {
+        assert_eq!(got.kind, BodyKind::Json, "{text}");
+    }
+    assert_all_strings_in(text, &all_parts(&got));
+}
+
+fn all_parts(got: &warrant_core::extract::Extracted) -> String {
+    let texts: Vec<&str> = got.parts.iter().map(|p| p.text.as_str()).collect();
+    texts.join("\n")
 }
 
 impl Method {
@@ -172,6 +182,37 @@ impl Json {
 }
 
 impl Request {
+    /// Whether `params` is written with a member twice.
+    fn has_duplicates(&self) -> bool {
+        let mut keys: Vec<&str> = self.names.iter().map(|_| "name").collect();
+        if self.arguments.is_some() {
+            keys.push("arguments");
+        }
+        keys.extend(
+            self.extra.iter().map(|(k, _)| k.as_str()).filter(|k| !matches!(*k, "name" | "arguments")),
+        );
+        let count = keys.len();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.len() != count
+    }
+
+    /// Whether the filter reads it as a JSON-RPC call.
+    fn is_call(&self) -> bool {
+        self.jsonrpc || self.method.name() == "tools/call"
+    }
+
+    /// The tool of a `tools/call` whose one `name` is a string.
+    fn tool(&self) -> Option<String> {
+        if self.method.name() != "tools/call" || self.names.len() != 1 {
+            return None;
+        }
+        match self.names.first().map(|n| n.to_value(1)) {
+            Some(Value::String(name)) => Some(name),
+            _ => None,
+        }
+    }
+
     /// The request as JSON text; `params` is written by hand so that
     /// `name` can appear more than once.
     fn write(&self) -> String {
@@ -212,7 +253,11 @@ fn assert_all_strings_in(text: &str, scanned: &str) {
             Value::Array(items) => stack.extend(items),
             Value::Object(map) => {
                 for (key, value) in map {
-                    assert_scanned(key, scanned);
+                    // A tools/call's `name` and `arguments` values are parts
+                    // of their own; the two member names are not scanned.
+                    if !matches!(key.as_str(), "name" | "arguments") {
+                        assert_scanned(key, scanned);
+                    }
                     stack.push(value);
                 }
             }
