@@ -395,6 +395,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(target_os = "wasi", ignore = "needs threads; wasm32-wasip1 has none")]
     fn racing_workers_with_one_envelope_accept_it_exactly_once() {
         // 8 threads play 8 Envoy workers; each round they all observe the
         // same new signature at once. Exactly one may see it first.

@@ -184,6 +184,7 @@ fn a_thousand_sessions_have_unique_ids() {
 /// crate doc, shown deterministically by
 /// `known_limit_unprepared_bucket_create_can_split_a_first_session`.
 #[test]
+#[cfg_attr(target_os = "wasi", ignore = "needs threads; wasm32-wasip1 has none")]
 fn concurrent_first_requests_from_emulated_workers_agree_on_one_id() {
     const WORKERS: usize = 8;
     const ROUNDS: usize = 200;
