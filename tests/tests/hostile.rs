@@ -260,6 +260,9 @@ impl Case {
     }
 }
 
+/// A change to an envelope's JSON.
+type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+
 /// A signed envelope whose fields are then changed by `edit` (after
 /// signing, so the signature covers the original).
 fn edited(agent: &Agent, edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
@@ -321,7 +324,7 @@ fn battery(stack: &Stack) -> Vec<Case> {
         Case::json("alice's envelope signed by bob", None, signed_by_bob)
             .wants(403, "identity_rejected"),
     );
-    let malformed: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    let malformed: Vec<(&str, Edit)> = vec![
         (
             "timestamp removed",
             Box::new(|v| {
