@@ -56,6 +56,10 @@ fn json(data: &[u8]) {
             assert!(parsed.is_ok(), "{e}");
             return;
         }
+        Err(e @ ExtractError::InvalidBatch(_)) => {
+            assert!(parsed.is_ok_and(|v| v.is_array()), "only an array is a batch: {e}");
+            return;
+        }
         Ok(extracted) => extracted,
     };
     if data.is_empty() {
