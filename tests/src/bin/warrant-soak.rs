@@ -145,11 +145,20 @@ fn request(stack: &Stack, mallory: &Agent, n: u64) -> (Vec<u8>, u16) {
                 "params": {"name": "search_docs", "arguments": {"query": text(n)}}});
             (raw("/mcp", &[("x-warrant-agent", "alice")], call.to_string().as_bytes()), 200)
         }
-        2 => (envelope(&stack.alice, "bob", "capsh --print | grep Current", &[]), 200),
-        3 => (envelope(&stack.alice, "bob", "insmod /tmp/rootkit.ko", &[]), 202),
+        // Numbered, so two in the same second are two messages, not a
+        // replay of one signed envelope.
+        2 => {
+            let content = format!("capsh --print | grep Current (soak request {n})");
+            (envelope(&stack.alice, "bob", &content, &[]), 200)
+        }
+        3 => {
+            let content = format!("insmod /tmp/rootkit.ko (soak request {n})");
+            (envelope(&stack.alice, "bob", &content, &[]), 202)
+        }
         4 => {
-            let content = "echo /cmd > /sys/fs/cgroup/memory/release_agent";
-            (envelope(&stack.bob, "alice", content, &[]), 403)
+            let content =
+                format!("echo /cmd > /sys/fs/cgroup/memory/release_agent (soak request {n})");
+            (envelope(&stack.bob, "alice", &content, &[]), 403)
         }
         5 => {
             let mut forged = mallory.envelope("bob", &text(n));
