@@ -73,6 +73,12 @@
 //! - A client that retries an envelope whose first attempt was refused after
 //!   this check (for example 503 `audit_unavailable`) gets
 //!   `replay_detected`: a retry needs a fresh timestamp and signature.
+//! - Signatures are hashed without a secret key, so an authenticated agent
+//!   can grind messages until [`WAYS`] of them land in one bucket (about
+//!   `B` signatures each) and, for one window, have every other envelope
+//!   that hashes there refused with 503. That refuses, never accepts a
+//!   replay; a keyed hash needs a key all VMs share (see `warrant-session`,
+//!   same limitation).
 //! - Two different messages with the same signature cannot exist, but the
 //!   same message (sender, recipient, content and timestamp to the second)
 //!   sent twice is, by design, a replay.
