@@ -46,6 +46,11 @@ pub(crate) struct PreparedPattern {
     pub(crate) single_line: bool,
     /// Whether every match contains a non-ASCII character.
     pub(crate) needs_non_ascii: bool,
+    /// Folded strings one of which every match starts with (each at least
+    /// [`MIN_START_BYTES`]), when there are few enough; empty otherwise.
+    /// On ASCII text the engine runs the regex anchored at their
+    /// occurrences instead of over the whole text.
+    pub(crate) starts: Vec<String>,
 }
 
 /// A regex whose automata are built on first use.
@@ -121,6 +126,7 @@ pub(crate) fn prepare_pattern(
         literals: required_literals(&hir),
         single_line: !can_match_newline(&hir),
         needs_non_ascii: requires_non_ascii(&hir),
+        starts: start_literals(&hir),
         regex: LazyRegex::new(hir),
     })
 }
@@ -362,6 +368,42 @@ pub(crate) fn required_literals(hir: &Hir) -> Vec<Vec<String>> {
     let mut sets = kept;
     sets.truncate(MAX_CONJUNCTS);
     sets.into_iter().map(|set| set.into_iter().collect()).collect()
+}
+
+/// The shortest start literal, in bytes. One-byte starts (`#`, `-`) occur
+/// too often for an anchored search at each to beat one search over the
+/// whole text.
+pub(crate) const MIN_START_BYTES: usize = 2;
+
+/// Folded prefixes of which every match of `hir` starts with one (see
+/// [`PreparedPattern::starts`]), from regex-syntax's prefix extraction;
+/// empty when the prefixes are unknown, too many or too short.
+pub(crate) fn start_literals(hir: &Hir) -> Vec<String> {
+    let seq = Extractor::new().kind(ExtractKind::Prefix).limit_total(1024).extract(hir);
+    let Some(literals) = seq.literals() else { return Vec::new() };
+    let mut set = Set::new();
+    for literal in literals {
+        let Ok(text) = std::str::from_utf8(literal.as_bytes()) else { return Vec::new() };
+        let folded = fold(text);
+        // Variants NFKC text cannot hold (`ſ` for `s`) never occur.
+        if !occurs_in_nfkc(&folded) {
+            continue;
+        }
+        if folded.len() < MIN_START_BYTES {
+            return Vec::new();
+        }
+        set.insert(folded);
+    }
+    if set.len() > MAX_SET {
+        return Vec::new();
+    }
+    // A string that starts with another adds nothing: the shorter one
+    // occurs wherever it does.
+    let all: Vec<String> = set.into_iter().collect();
+    all.iter()
+        .filter(|s| !all.iter().any(|t| t.len() < s.len() && s.starts_with(t.as_str())))
+        .cloned()
+        .collect()
 }
 
 /// Whether every string of `strong` contains a string of `weak`.

@@ -52,7 +52,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use regex_automata::{Input, Match};
+use regex_automata::{Anchored, Input, Match};
 
 use crate::compile::{fold, prepare_pattern, LazyRegex, PatternProblem, PreparedPattern};
 use crate::config::RulesConfig;
@@ -72,6 +72,11 @@ pub const MAX_LINES_PER_RULE: usize = 64;
 
 /// Lines before the hit line that exclude patterns also look at.
 const EXCLUDE_LINES_BEFORE: u32 = 3;
+
+/// The "set" of a prefilter literal that is one of a pattern's start
+/// literals (`PreparedPattern::starts`) rather than one of its required
+/// literal sets (0 to `MAX_CONJUNCTS - 1`).
+const START_SET: u8 = u8::MAX;
 
 /// Compiled rules, ready to scan. Build once (per VM), use for every request.
 #[derive(Debug)]
@@ -399,7 +404,7 @@ impl Engine {
                 continue;
             }
             if let Some(slot) = hits.get_mut(pattern as usize) {
-                *slot = Some(Hits { whole: true, lines: Vec::new(), seen: 0 });
+                *slot = Some(Hits { whole: true, ..Hits::default() });
             }
         }
         let Some(prefilter) = &self.prefilter else { return hits };
@@ -431,8 +436,14 @@ impl Engine {
             for &(pattern, set) in patterns {
                 let Some(entry) = applies(pattern) else { continue };
                 let Some(slot) = hits.get_mut(pattern as usize) else { continue };
-                let slot =
-                    slot.get_or_insert_with(|| Hits { whole: false, lines: Vec::new(), seen: 0 });
+                if set == START_SET {
+                    // Offsets in `text` only when it was not folded.
+                    if ascii {
+                        slot.get_or_insert_with(Hits::default).starts.push(found.start());
+                    }
+                    continue;
+                }
+                let slot = slot.get_or_insert_with(Hits::default);
                 slot.seen |= 1 << set;
                 // Lines come from the best set: every match is on a line
                 // holding one of its strings.
@@ -450,6 +461,15 @@ impl Engine {
             let complete = slot.as_ref().is_some_and(|h| h.seen == entry.sets_mask());
             if !complete {
                 *slot = None;
+            } else if let Some(h) = slot {
+                // Every match starts at one of the start literals' hits, so
+                // anchored searches there replace a search of the whole
+                // text (ASCII text: the hits' offsets are `text`'s).
+                h.anchored = h.whole && ascii && entry.starts;
+                if h.anchored {
+                    h.starts.sort_unstable();
+                    h.starts.dedup();
+                }
             }
         }
         hits
@@ -470,6 +490,26 @@ impl Engine {
             else {
                 continue;
             };
+            if hits.anchored {
+                // The same matches as `find_iter`: the leftmost match from
+                // `at` starts at the first start hit where an anchored
+                // search matches.
+                let mut at = 0;
+                for &start in &hits.starts {
+                    if start < at {
+                        continue;
+                    }
+                    let input = Input::new(text).range(start..).anchored(Anchored::Yes);
+                    let Some(m) = regex.search(&input) else { continue };
+                    at = m.end();
+                    let line = lines.line_of(m.start());
+                    if by_line.len() >= MAX_LINES_PER_RULE && !by_line.contains_key(&line) {
+                        break;
+                    }
+                    by_line.entry(line).or_insert(m);
+                }
+                continue;
+            }
             if hits.whole {
                 for m in regex.find_iter(Input::new(text)) {
                     let line = lines.line_of(m.start());
@@ -508,7 +548,11 @@ impl Engine {
         for (pattern, slot) in searches {
             let hits = slot.as_ref()?;
             let regex = self.patterns.get(pattern as usize)?.regex.get()?;
-            let first = if hits.whole {
+            let first = if hits.anchored {
+                hits.starts.iter().find_map(|&start| {
+                    regex.search(&Input::new(text).range(start..).anchored(Anchored::Yes))
+                })
+            } else if hits.whole {
                 regex.find(Input::new(text))
             } else {
                 hits.lines.iter().find_map(|&line| {
@@ -580,6 +624,8 @@ struct CompiledPattern {
     /// Number of literal sets in the prefilter (0 for unfiltered patterns).
     sets: u8,
     needs_non_ascii: bool,
+    /// Whether the pattern has start literals in the prefilter.
+    starts: bool,
     rule: u32,
     /// `patterns[N]` or `exclude_patterns[N]`, its line and text, for
     /// errors from [`Engine::compile_all`].
@@ -596,9 +642,9 @@ impl CompiledPattern {
         pattern: &Pattern,
         key: String,
         eager: bool,
-    ) -> Result<(CompiledPattern, Vec<Vec<String>>), RuleError> {
+    ) -> Result<(CompiledPattern, Vec<Vec<String>>, Vec<String>), RuleError> {
         let error = |problem: PatternProblem| invalid_regex(rule, pattern, &key, problem);
-        let PreparedPattern { regex, literals, single_line, needs_non_ascii } =
+        let PreparedPattern { regex, literals, single_line, needs_non_ascii, starts } =
             prepare_pattern(pattern.kind, &pattern.value).map_err(error)?;
         if eager {
             regex.build().map_err(|problem| error(problem.clone()))?;
@@ -608,12 +654,13 @@ impl CompiledPattern {
             single_line,
             sets: u8::try_from(literals.len()).unwrap_or(u8::MAX),
             needs_non_ascii,
+            starts: !starts.is_empty(),
             rule: index,
             key: key.clone(),
             line: pattern.line,
             value: pattern.value.clone(),
         };
-        Ok((compiled, literals))
+        Ok((compiled, literals, starts))
     }
 
     /// The `Hits::seen` value once every literal set has occurred.
@@ -636,14 +683,18 @@ impl CompiledPattern {
 }
 
 /// Where one candidate pattern has to be searched.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Hits {
-    /// Search the whole text.
+    /// Search the whole text (or, if `anchored`, at `starts`).
     whole: bool,
     /// Else search these lines (ascending, distinct).
     lines: Vec<u32>,
     /// Bit `i` set when a string of literal set `i` occurs.
     seen: u8,
+    /// Offsets where one of the pattern's start literals occurs.
+    starts: Vec<usize>,
+    /// Search anchored at each of `starts` instead of the whole text.
+    anchored: bool,
 }
 
 /// A finding before deduplication and redaction.
@@ -686,13 +737,21 @@ impl Builder {
         let first = u32::try_from(self.patterns.len()).map_err(|_| too_large("patterns"))?;
         for (n, pattern) in rule.patterns.iter().enumerate() {
             let key = format!("patterns[{n}]");
-            let (compiled, literals) = CompiledPattern::new(rule, index, pattern, key, eager)?;
+            let (mut compiled, literals, starts) =
+                CompiledPattern::new(rule, index, pattern, key, eager)?;
             let id = u32::try_from(self.patterns.len()).map_err(|_| too_large("patterns"))?;
             if literals.is_empty() {
                 self.unfiltered.push(id);
                 self.report.unfiltered.push(format!("{} patterns[{n}]", rule.id));
             }
-            for (set, strings) in (0u8..).zip(literals) {
+            // Single-line patterns with literals are searched on their
+            // lines; start literals serve the others.
+            let starts =
+                if compiled.single_line && !literals.is_empty() { Vec::new() } else { starts };
+            compiled.starts = !starts.is_empty();
+            let sets =
+                (0u8..).zip(literals).chain((!starts.is_empty()).then_some((START_SET, starts)));
+            for (set, strings) in sets {
                 for literal in strings {
                     let next = self.literal_patterns.len();
                     let slot = *self.literal_ids.entry(literal).or_insert(next);

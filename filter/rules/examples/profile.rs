@@ -1,0 +1,56 @@
+//! A small driver for profiling the engine with the full library under
+//! `valgrind --tool=callgrind` or `perf stat` (instruction counts are
+//! repeatable on a shared machine, wall-clock time is not).
+//!
+//! ```text
+//! cargo build --release -p warrant-rules --example profile
+//! valgrind --tool=callgrind --toggle-collect=profile::scan_all \
+//!     target/release/examples/profile mixed 65536 10
+//! ```
+//!
+//! Arguments: body kind (`mixed`: the benchmark's traffic lines as a
+//! message; `mcp`: a `tools/call` arguments JSON of prose; `prose`: envelope
+//! prose as a message), body size in bytes, and scans. It prints the
+//! findings of one scan, so a change that alters results shows.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::hint::black_box;
+
+use warrant_rules::{ContentKind, ContentPart, Engine, RulesConfig};
+
+#[path = "../benches/support/bodies.rs"]
+mod bodies;
+
+#[inline(never)]
+fn scan_all(engine: &Engine, kind: ContentKind, text: &str, scans: usize) -> usize {
+    let mut total = 0;
+    for _ in 0..scans {
+        let parts = [ContentPart { kind, text }];
+        total += black_box(engine.evaluate(black_box(&parts), "bench-agent")).findings.len();
+    }
+    total
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let what = args.get(1).map_or("mixed", String::as_str);
+    let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64 << 10);
+    let scans: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let (kind, text) = match what {
+        "mixed" => (ContentKind::Message, bodies::mixed(size)),
+        "mcp" => (ContentKind::ToolArguments, bodies::mcp_arguments(size, 7)),
+        "prose" => (ContentKind::Message, bodies::prose(size, 7)),
+        other => panic!("unknown body kind {other}: mixed, mcp or prose"),
+    };
+    let engine = Engine::new(&RulesConfig::default()).expect("library compiles");
+    engine.compile_all().expect("library builds");
+    let parts = [ContentPart { kind, text: &text }];
+    let evaluation = engine.evaluate(&parts, "bench-agent");
+    println!("{what} {} bytes: verdict {:?}", text.len(), evaluation.verdict);
+    for f in &evaluation.findings {
+        println!("  {} line {} {:?}", f.rule_id, f.line, f.matched);
+    }
+    let total = scan_all(&engine, kind, &text, scans);
+    println!("{scans} scans, {total} findings");
+}
