@@ -43,7 +43,9 @@ fn main() {
         "prose" => (ContentKind::Message, bodies::prose(size, 7)),
         other => panic!("unknown body kind {other}: mixed, mcp or prose"),
     };
+    let started = std::time::Instant::now();
     let engine = Engine::new(&RulesConfig::default()).expect("library compiles");
+    eprintln!("Engine::new: {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
     engine.compile_all().expect("library builds");
     let parts = [ContentPart { kind, text: &text }];
     let evaluation = engine.evaluate(&parts, "bench-agent");

@@ -347,7 +347,14 @@ pub(crate) fn required_literals(hir: &Hir) -> Vec<Vec<String>> {
         let folded = folded.map(|set| set.into_iter().filter(|s| occurs_in_nfkc(s)).collect());
         sets.extend(folded.filter(|set: &Set| !set.is_empty() && set.len() <= MAX_SET));
     }
-    sets.retain(|set| score(set) >= MIN_LITERAL_BYTES);
+    // Without a selective set, a set of strings that each hold a character
+    // ordinary text seldom has (`@` for e-mail lists) still spares most
+    // texts a search.
+    if sets.iter().any(|set| score(set) >= MIN_LITERAL_BYTES) {
+        sets.retain(|set| score(set) >= MIN_LITERAL_BYTES);
+    } else {
+        sets.retain(|set| !set.is_empty() && set.iter().all(|s| s.bytes().any(is_rare_byte)));
+    }
     sets.sort_by(|a, b| score(b).cmp(&score(a)).then(a.len().cmp(&b.len())));
     sets.dedup();
     // A set implied by a better one (each of whose strings contains one of
@@ -376,27 +383,15 @@ pub(crate) fn required_literals(hir: &Hir) -> Vec<Vec<String>> {
 pub(crate) const MIN_START_BYTES: usize = 2;
 
 /// Folded prefixes of which every match of `hir` starts with one (see
-/// [`PreparedPattern::starts`]), from regex-syntax's prefix extraction;
-/// empty when the prefixes are unknown, too many or too short.
+/// [`PreparedPattern::starts`]); empty when they are unknown, too many or
+/// too short.
 pub(crate) fn start_literals(hir: &Hir) -> Vec<String> {
-    let seq = Extractor::new().kind(ExtractKind::Prefix).limit_total(1024).extract(hir);
-    let Some(literals) = seq.literals() else { return Vec::new() };
-    let mut set = Set::new();
-    for literal in literals {
-        let Ok(text) = std::str::from_utf8(literal.as_bytes()) else { return Vec::new() };
-        let folded = fold(text);
-        // Variants NFKC text cannot hold (`ſ` for `s`) never occur.
-        if !occurs_in_nfkc(&folded) {
-            continue;
-        }
-        if folded.len() < MIN_START_BYTES {
-            return Vec::new();
-        }
-        set.insert(folded);
-    }
-    if set.len() > MAX_SET {
+    // Our own walk, which folds case as it goes (a `(?i)` class becomes one
+    // string); regex-syntax's extraction multiplies case variants and gives
+    // up on the big case-insensitive alternations rules are made of.
+    let Some(set) = prefixes(hir).map(|(set, _)| set).filter(usable_starts) else {
         return Vec::new();
-    }
+    };
     // A string that starts with another adds nothing: the shorter one
     // occurs wherever it does.
     let all: Vec<String> = set.into_iter().collect();
@@ -404,6 +399,120 @@ pub(crate) fn start_literals(hir: &Hir) -> Vec<String> {
         .filter(|s| !all.iter().any(|t| t.len() < s.len() && s.starts_with(t.as_str())))
         .cloned()
         .collect()
+}
+
+/// Longest start literal kept, in bytes.
+const MAX_START_BYTES: usize = 8;
+
+/// Whether a start set is worth anchored searches: not empty, not too
+/// many strings, none shorter than [`MIN_START_BYTES`] unless it is one
+/// punctuation character that ordinary text and JSON seldom hold.
+fn usable_starts(set: &Set) -> bool {
+    let short_ok = |s: &String| match s.as_bytes() {
+        [b] => b"#-*/<|=$`~!@%^&;\\".contains(b),
+        _ => false,
+    };
+    !set.is_empty()
+        && set.len() <= MAX_SET
+        && set.iter().all(|s| s.len() >= MIN_START_BYTES || short_ok(s))
+}
+
+/// Folded strings one of which every match of `hir` starts with, and
+/// whether they are exactly its matches (so that what follows can be
+/// appended). `None` when unknown (a big class, an optional start).
+fn prefixes(hir: &Hir) -> Option<(Set, bool)> {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some((Set::from([String::new()]), true)),
+        HirKind::Literal(literal) => {
+            let text = std::str::from_utf8(&literal.0).ok()?;
+            Some(clip(Set::from([fold(text)])))
+        }
+        HirKind::Class(class) => Some((class_strings(class)?, true)),
+        HirKind::Capture(capture) => prefixes(&capture.sub),
+        HirKind::Repetition(repetition) => {
+            if repetition.min == 0 {
+                return None;
+            }
+            let (set, exact) = prefixes(&repetition.sub)?;
+            Some((set, exact && repetition.max == Some(1)))
+        }
+        HirKind::Concat(subs) => prefixes_concat(subs, MAX_START_BYTES),
+        HirKind::Alternation(subs) => {
+            let mut all = Set::new();
+            let mut all_exact = true;
+            for sub in subs {
+                let (set, exact) = prefixes(sub)?;
+                all.extend(set);
+                all_exact &= exact;
+                if all.len() > MAX_SET {
+                    return None;
+                }
+            }
+            Some((all, all_exact))
+        }
+    }
+}
+
+/// Like [`prefixes`] for a concatenation; strings need only be `wanted`
+/// bytes long (what comes after is not looked at).
+fn prefixes_concat(subs: &[Hir], wanted: usize) -> Option<(Set, bool)> {
+    let Some((first, rest)) = subs.split_first() else {
+        return Some((Set::from([String::new()]), true));
+    };
+    if wanted == 0 {
+        return Some((Set::from([String::new()]), false));
+    }
+    // An optional piece: a match starts with it or with what follows.
+    if let HirKind::Repetition(repetition) = first.kind() {
+        if repetition.min == 0 {
+            let (mut with, _) = prefixes(&repetition.sub)?;
+            let (without, _) = prefixes_concat(rest, wanted)?;
+            with.extend(without);
+            return (with.len() <= MAX_SET).then_some((with, false));
+        }
+    }
+    let (head, exact) = prefixes(first)?;
+    let shortest = head.iter().map(String::len).min().unwrap_or(0);
+    if !exact || shortest >= wanted {
+        return Some((head, false));
+    }
+    match prefixes_concat(rest, wanted - shortest) {
+        Some((tail, tail_exact)) => match cross(&head, &tail) {
+            Some(joined) => {
+                let (joined, clipped) = clip(joined);
+                Some((joined, tail_exact && clipped))
+            }
+            None => Some((head, false)),
+        },
+        None => Some((head, false)),
+    }
+}
+
+/// Cuts strings to [`MAX_START_BYTES`] (on a character boundary); the
+/// flag is false when something was cut.
+fn clip(set: Set) -> (Set, bool) {
+    let mut exact = true;
+    let set = set
+        .into_iter()
+        .map(|s| {
+            if s.len() <= MAX_START_BYTES {
+                return s;
+            }
+            exact = false;
+            let mut end = MAX_START_BYTES;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s[..end].to_string()
+        })
+        .collect();
+    (set, exact)
+}
+
+/// Bytes rare enough in ordinary prose, Markdown and JSON that a literal
+/// holding one is selective even when short.
+fn is_rare_byte(b: u8) -> bool {
+    b"@`|$\\~^".contains(&b)
 }
 
 /// Whether every string of `strong` contains a string of `weak`.

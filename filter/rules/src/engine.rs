@@ -51,7 +51,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex_automata::{Anchored, Input, Match};
 
 use crate::compile::{fold, prepare_pattern, LazyRegex, PatternProblem, PreparedPattern};
@@ -799,6 +799,7 @@ impl Builder {
             None
         } else {
             let automaton = AhoCorasick::builder()
+                .kind(Some(AhoCorasickKind::DFA))
                 .match_kind(MatchKind::Standard)
                 .ascii_case_insensitive(true)
                 .build(literals.iter().map(|(_, literal)| literal.as_str()))
@@ -842,4 +843,55 @@ fn invalid_regex(rule: &Rule, pattern: &Pattern, key: &str, problem: PatternProb
 
 fn too_large(what: &str) -> RuleError {
     RuleError::TooLarge { what: what.to_string(), message: "more than 2^32 entries".into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Anchored searches at the start literals find exactly what a search
+    /// of the whole text finds, for every library pattern, on every
+    /// example of the library joined into one text (so that patterns meet
+    /// each other's hits, lines and line feeds).
+    #[test]
+    fn anchored_search_at_starts_equals_whole_text_search() {
+        let engine = Engine::new(&RulesConfig::default()).unwrap();
+        let rules = crate::builtin_rules().unwrap();
+        let mut texts: Vec<String> = rules
+            .iter()
+            .flat_map(|r| r.examples.true_positive.iter().chain(&r.examples.false_positive))
+            .filter(|t| t.is_ascii())
+            .cloned()
+            .collect();
+        texts.push(texts.join("\n"));
+        texts.push(texts.join("  "));
+        let mut anchored_searches = 0;
+        for text in &texts {
+            let lines = LineIndex::new(text);
+            for kind in ContentKind::ALL {
+                let mut hits = engine.candidates(text, kind, None);
+                for index in 0..hits.len() {
+                    let Some(slot) = hits.get(index) else { continue };
+                    if !slot.as_ref().is_some_and(|h| h.anchored) {
+                        continue;
+                    }
+                    anchored_searches += 1;
+                    let pattern = u32::try_from(index).unwrap();
+                    let once = |hits: &Vec<Option<Hits>>| {
+                        let slot = std::iter::once((pattern, &hits[index]));
+                        let any = engine.any_matches(text, &lines, slot.clone());
+                        (any, engine.all_matches(text, &lines, slot))
+                    };
+                    let anchored = once(&hits);
+                    if let Some(h) = hits[index].as_mut() {
+                        h.anchored = false;
+                    }
+                    let whole = once(&hits);
+                    let value = &engine.patterns[index].value;
+                    assert_eq!(anchored, whole, "pattern {value} on {text:?}");
+                }
+            }
+        }
+        assert!(anchored_searches > 100, "only {anchored_searches} anchored searches");
+    }
 }

@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 /// Lines of ordinary traffic.
-pub const LINES: &[&str] = &[
+pub(crate) const LINES: &[&str] = &[
     "The quarterly revenue grew by 12% compared to last year, driven by enterprise renewals.",
     "Please review the attached pull request and update the documentation for the new API.",
     "## Installation",
@@ -44,7 +44,7 @@ pub const LINES: &[&str] = &[
 ];
 
 /// `size` bytes of [`LINES`] in a pseudo-random order.
-pub fn mixed(size: usize) -> String {
+pub(crate) fn mixed(size: usize) -> String {
     let mut out = String::with_capacity(size + 256);
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     while out.len() < size {
@@ -78,7 +78,7 @@ const SENTENCES: &[&str] = &[
 ];
 
 /// `len` bytes of prose on one line, as an envelope's content.
-pub fn prose(len: usize, seed: u64) -> String {
+pub(crate) fn prose(len: usize, seed: u64) -> String {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut text = String::with_capacity(len + 128);
     while text.len() < len {
@@ -93,7 +93,7 @@ pub fn prose(len: usize, seed: u64) -> String {
 }
 
 /// The arguments of a `tools/call` as JSON text of about `size` bytes.
-pub fn mcp_arguments(size: usize, seed: u64) -> String {
+pub(crate) fn mcp_arguments(size: usize, seed: u64) -> String {
     let build = |draft: &str| {
         format!(
             r#"{{"title":"Quarterly business review","format":"markdown","sections":["summary","revenue","customers","next steps"],"max_words":1200,"draft":"{draft}"}}"#
