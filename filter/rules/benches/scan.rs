@@ -25,54 +25,12 @@ const SIZES: [(&str, usize); 3] = [("1KiB", 1 << 10), ("64KiB", 64 << 10), ("1Mi
 /// to 64 KiB only.
 const REGEXSET_MAX: usize = 64 << 10;
 
-/// Lines of ordinary traffic; some contain words that rule literals look for
-/// (token, password, curl, ignore, execute, docker) without being attacks.
-const LINES: &[&str] = &[
-    "The quarterly revenue grew by 12% compared to last year, driven by enterprise renewals.",
-    "Please review the attached pull request and update the documentation for the new API.",
-    "## Installation",
-    "- Run `cargo build --release` and copy the binary to /usr/local/bin.",
-    r#"{"id": 4821, "name": "widget-pro", "tags": ["blue", "large"], "updated_at": "2024-05-01T12:00:00Z"}"#,
-    r#"{"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "search", "arguments": {"query": "hotel rooms in Lisbon"}}}"#,
-    "2024-05-01 12:00:03 INFO api: request completed status=200 path=/api/v1/users latency=12ms",
-    "2024-05-01 12:00:04 WARN auth: token refresh took longer than expected (830ms)",
-    "fn main() { let total = orders.iter().map(|o| o.amount).sum::<u64>(); println!(\"{total}\"); }",
-    "    if user.is_admin() and request.method == 'POST': return handle_update(request)",
-    "See https://docs.example.com/guide/install#configuration for the full list of options.",
-    "git commit -m 'fix typo in README' && git push origin feature/search-filters",
-    "docker compose up -d postgres redis && curl -s http://localhost:8080/health | jq .status",
-    "Remember to reset your password through the account settings page if you forget it.",
-    "You can ignore the warnings about deprecated fields; they will be removed in the next release.",
-    "The agent should execute the nightly report job and email the summary to the finance team.",
-    "| region | orders | revenue |",
-    "|--------|--------|---------|",
-    "| EMEA   | 1,204  | 88,310  |",
-    "Meeting notes: discussed hiring plan, Q3 roadmap, and the migration to the new billing system.",
-    "kubectl get pods -n payments -o wide | grep Running",
-    "SELECT customer_id, SUM(total) FROM invoices WHERE created_at > '2024-01-01' GROUP BY 1;",
-    "Thanks! I'll summarize the customer feedback and share the draft by Friday afternoon.",
-    "The model returned three candidate answers; the evaluator picked the second one as best.",
-    "```python",
-    "def load(path):\n    with open(path) as f:\n        return json.load(f)",
-    "```",
-    "Error: connection refused while contacting upstream service inventory-api (retry 2/5)",
-];
+#[path = "support/bodies.rs"]
+mod bodies;
 
+/// Ordinary agent traffic of `size` bytes ([`bodies::mixed`]).
 fn body(size: usize) -> String {
-    let mut out = String::with_capacity(size + 256);
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    while out.len() < size {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let line = LINES[(state >> 33) as usize % LINES.len()];
-        out.push_str(line);
-        out.push('\n');
-    }
-    let mut end = size;
-    while !out.is_char_boundary(end) {
-        end -= 1;
-    }
-    out.truncate(end);
-    out
+    bodies::mixed(size)
 }
 
 /// Every pattern of the library as `regex` source (`contains` escaped).

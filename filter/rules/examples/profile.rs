@@ -10,7 +10,11 @@
 //!
 //! Arguments: body kind (`mixed`: the benchmark's traffic lines as a
 //! message; `mcp`: a `tools/call` arguments JSON of prose; `prose`: envelope
-//! prose as a message), body size in bytes, and scans. It prints the
+//! prose as a message), body size in bytes, scans, and `lazy` to build
+//! automata on first use as a VM does (else all are built first).
+//!
+//! It also builds for `wasm32-wasip1`, to run inside V8 with Node's WASI
+//! (see `rules/README.md`, Performance). It prints the
 //! findings of one scan, so a change that alters results shows.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -46,13 +50,22 @@ fn main() {
     let started = std::time::Instant::now();
     let engine = Engine::new(&RulesConfig::default()).expect("library compiles");
     eprintln!("Engine::new: {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
-    engine.compile_all().expect("library builds");
+    // `lazy`: build automata on first use, as a VM does.
+    if args.get(4).map(String::as_str) != Some("lazy") {
+        engine.compile_all().expect("library builds");
+    }
     let parts = [ContentPart { kind, text: &text }];
     let evaluation = engine.evaluate(&parts, "bench-agent");
     println!("{what} {} bytes: verdict {:?}", text.len(), evaluation.verdict);
     for f in &evaluation.findings {
         println!("  {} line {} {:?}", f.rule_id, f.line, f.matched);
     }
+    let started = std::time::Instant::now();
     let total = scan_all(&engine, kind, &text, scans);
-    println!("{scans} scans, {total} findings");
+    let seconds = started.elapsed().as_secs_f64() / scans.max(1) as f64;
+    println!(
+        "{scans} scans, {total} findings, {:.3} ms per scan, {:.1} MB/s",
+        seconds * 1e3,
+        text.len() as f64 / seconds / 1e6
+    );
 }

@@ -20,8 +20,11 @@
 //!    each, the lines where its best set occurs. Patterns that need a
 //!    non-ASCII character are skipped on ASCII text.
 //! 3. A candidate pattern that cannot match a line feed is run only on
-//!    those lines; other candidates, and the few patterns without a usable
-//!    literal ([`CompileReport::unfiltered`]), are run on the whole text.
+//!    those lines. Other candidates, and the few patterns without a usable
+//!    literal ([`CompileReport::unfiltered`]), are run anchored at each
+//!    occurrence of their start literals (strings one of which every match
+//!    starts with, also in the automaton) when the text is ASCII, which
+//!    finds what a search of the whole text finds; else on the whole text.
 //!    Every search is a single small regex, so the work is linear in the
 //!    text size with small constants.
 //! 4. Base64 and hex blobs are decoded and the decoded text is scanned the
