@@ -17,7 +17,7 @@
 //! (see `rules/README.md`, Performance). It prints the
 //! findings of one scan, so a change that alters results shows.
 
-#![allow(clippy::expect_used, clippy::unwrap_used)]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::hint::black_box;
 

@@ -645,7 +645,7 @@ impl CompiledPattern {
         pattern: &Pattern,
         key: String,
         eager: bool,
-    ) -> Result<(CompiledPattern, Vec<Vec<String>>, Vec<String>), RuleError> {
+    ) -> Result<(CompiledPattern, Literals), RuleError> {
         let error = |problem: PatternProblem| invalid_regex(rule, pattern, &key, problem);
         let PreparedPattern { regex, literals, single_line, needs_non_ascii, starts } =
             prepare_pattern(pattern.kind, &pattern.value).map_err(error)?;
@@ -663,7 +663,7 @@ impl CompiledPattern {
             line: pattern.line,
             value: pattern.value.clone(),
         };
-        Ok((compiled, literals, starts))
+        Ok((compiled, Literals { sets: literals, starts }))
     }
 
     /// The `Hits::seen` value once every literal set has occurred.
@@ -683,6 +683,14 @@ impl CompiledPattern {
             hint: problem.hint,
         }))
     }
+}
+
+/// A pattern's prefilter strings: its required literal sets and its start
+/// literals.
+#[derive(Debug)]
+struct Literals {
+    sets: Vec<Vec<String>>,
+    starts: Vec<String>,
 }
 
 /// Where one candidate pattern has to be searched.
@@ -740,7 +748,7 @@ impl Builder {
         let first = u32::try_from(self.patterns.len()).map_err(|_| too_large("patterns"))?;
         for (n, pattern) in rule.patterns.iter().enumerate() {
             let key = format!("patterns[{n}]");
-            let (mut compiled, literals, starts) =
+            let (mut compiled, Literals { sets: literals, starts }) =
                 CompiledPattern::new(rule, index, pattern, key, eager)?;
             let id = u32::try_from(self.patterns.len()).map_err(|_| too_large("patterns"))?;
             if literals.is_empty() {
