@@ -425,14 +425,20 @@ impl Engine {
         let mut line: u32 = 1;
         let mut counted = 0;
         for found in prefilter.find_overlapping_iter(haystack) {
+            // The line of the hit's last byte, counted only when a
+            // single-line pattern needs it (hits come in order of their
+            // end, so the count only moves forward).
             let last = found.end().saturating_sub(1).max(found.start());
-            if last > counted {
-                let newlines = haystack
-                    .get(counted..last)
-                    .map_or(0, |s| memchr::memchr_iter(b'\n', s).count());
-                line = line.saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
-                counted = last;
-            }
+            let mut line_of_hit = || {
+                if last > counted {
+                    let newlines = haystack
+                        .get(counted..last)
+                        .map_or(0, |s| memchr::memchr_iter(b'\n', s).count());
+                    line = line.saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
+                    counted = last;
+                }
+                line
+            };
             let Some(patterns) = self.literal_patterns.get(found.pattern().as_usize()) else {
                 continue;
             };
@@ -452,8 +458,11 @@ impl Engine {
                 // holding one of its strings.
                 if !entry.single_line {
                     slot.whole = true;
-                } else if set == 0 && !slot.whole && slot.lines.last() != Some(&line) {
-                    slot.lines.push(line);
+                } else if set == 0 && !slot.whole {
+                    let line = line_of_hit();
+                    if slot.lines.last() != Some(&line) {
+                        slot.lines.push(line);
+                    }
                 }
             }
         }
