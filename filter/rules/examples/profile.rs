@@ -49,7 +49,12 @@ fn main() {
     };
     let started = std::time::Instant::now();
     let engine = Engine::new(&RulesConfig::default()).expect("library compiles");
-    eprintln!("Engine::new: {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+    eprintln!(
+        "Engine::new: {:.1} ms; prefilter {} literals, {:.1} MiB",
+        started.elapsed().as_secs_f64() * 1e3,
+        engine.report().literals,
+        engine.report().prefilter_bytes as f64 / (1024.0 * 1024.0)
+    );
     // `lazy`: build automata on first use, as a VM does.
     if args.get(4).map(String::as_str) != Some("lazy") {
         engine.compile_all().expect("library builds");

@@ -109,6 +109,8 @@ pub struct CompileReport {
     pub patterns: usize,
     /// Distinct literals in the prefilter.
     pub literals: usize,
+    /// Heap bytes of the prefilter automaton (an Aho-Corasick DFA).
+    pub prefilter_bytes: usize,
     /// Patterns with no usable literal, as `RULE-ID patterns[N]`: each runs
     /// on every text, so keep this list short.
     pub unfiltered: Vec<String>,
@@ -819,7 +821,12 @@ impl Builder {
             None
         } else {
             let automaton = AhoCorasick::builder()
-                .kind(Some(AhoCorasickKind::DFA))
+                // A contiguous NFA, dense near the root where most of the
+                // search happens. A full DFA searched about 25% fewer
+                // instructions natively but took 13.7 MiB and 100 ms more
+                // to build, for no clear gain inside V8 (2026-12-04).
+                .kind(Some(AhoCorasickKind::ContiguousNFA))
+                .dense_depth(4)
                 .match_kind(MatchKind::Standard)
                 .ascii_case_insensitive(true)
                 .build(literals.iter().map(|(_, literal)| literal.as_str()))
@@ -833,6 +840,7 @@ impl Builder {
             rules: self.rules.len(),
             patterns: self.patterns.len(),
             literals: literals.len(),
+            prefilter_bytes: prefilter.as_ref().map_or(0, AhoCorasick::memory_usage),
             ..self.report
         };
         Ok(Engine {
