@@ -1,7 +1,7 @@
 // Runs a wasm32-wasip1 test binary inside Node's V8, the engine family the
 // filter runs in inside Envoy. Cargo calls it as the target's runner:
 //
-//   CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings scripts/wasm-test-runner.mjs" \
+//   CARGO_TARGET_WASM32_WASIP1_RUNNER="$PWD/scripts/wasm-test-runner" \
 //     cargo test --target wasm32-wasip1 -p warrant-session
 //
 // Cargo passes the .wasm path and then libtest's arguments. The module gets
@@ -14,6 +14,7 @@
 // not the wasm32-wasip1 target the filter ships as, so it would test a
 // different build (see envoy/README.md, "How this directory is tested").
 
+import { writeSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { argv, env, exit } from "node:process";
@@ -34,12 +35,34 @@ const wasi = new WASI({
   preopens: { [repository]: repository },
   returnOnExit: true,
 });
+// The status the test binary exits with, written to file descriptor 3 when
+// the caller opened one (scripts/wasm-test-runner does): Node 20 sometimes
+// crashes (SIGSEGV inside V8) while it tears down after such a binary has
+// finished, which would otherwise hide the binary's own verdict. The status
+// is taken where the binary gives it: at `proc_exit`, or when `_start`
+// returns.
+const report = (code) => {
+  try {
+    writeSync(3, `${code}\n`);
+  } catch {
+    // No descriptor 3: run without the wrapper.
+  }
+};
+const imports = wasi.getImportObject();
+const wasiImports = imports.wasi_snapshot_preview1;
+const procExit = wasiImports.proc_exit;
+wasiImports.proc_exit = (code) => {
+  report(code);
+  return procExit(code);
+};
 const module = await WebAssembly.compile(await readFile(file));
-const instance = await WebAssembly.instantiate(module, wasi.getImportObject());
+const instance = await WebAssembly.instantiate(module, imports);
 // A test that fails panics, and panics abort on wasm32-wasip1: V8 reports
 // the `unreachable` trap as an exception, which fails the run.
 try {
-  exit(wasi.start(instance));
+  const code = wasi.start(instance);
+  report(code);
+  exit(code);
 } catch (error) {
   console.error(`wasm-test-runner: ${file}: ${error}`);
   exit(101);
