@@ -1,10 +1,11 @@
 //! Test agents: fresh Ed25519 keys and oktsec envelopes signed with them.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
+use warrant_delegation::{encode_header, mint, MintRequest, Timestamp};
 
 /// An agent with a key pair.
 #[derive(Debug, Clone)]
@@ -24,6 +25,25 @@ impl Agent {
     /// The public key as standard base64 of the raw 32 bytes.
     pub fn public_base64(&self) -> String {
         STANDARD.encode(self.key.verifying_key().as_bytes())
+    }
+
+    /// A one-token `X-Oktsec-Delegation` header issued now and signed with
+    /// this agent's key in the name of `delegator` (its own name for a real
+    /// grant, another's for a forgery): `delegator` lets `delegate` message
+    /// `scope` for `ttl`, with all tools and a max depth of 3.
+    pub fn grant(&self, delegator: &str, delegate: &str, scope: &[&str], ttl: Duration) -> String {
+        let request = MintRequest {
+            delegator,
+            delegate,
+            scope: scope.iter().map(|s| s.to_string()).collect(),
+            tools: vec![],
+            ttl,
+            max_depth: 3,
+            parent: None,
+        };
+        let token = mint(&self.key, &request, Timestamp::from_unix_secs(now_secs()))
+            .expect("mint a delegation token");
+        encode_header(&[token])
     }
 
     /// A signed envelope from this agent, timestamped now.

@@ -333,17 +333,7 @@ fn verified_chain_root_drives_envoy_rbac_and_access_logs() {
     let log = scratch.path().join("access.log");
     let template = template_with_rbac_example(scratch.path(), &log);
     let stack = Stack::start(Options { template, ..Options::default() });
-    let request = MintRequest {
-        delegator: "alice",
-        delegate: "bob",
-        scope: vec!["research-agent".into()],
-        tools: vec![],
-        ttl: Duration::from_secs(3600),
-        max_depth: 3,
-        parent: None,
-    };
-    let token = mint(&stack.alice.key, &request, Timestamp::from_unix_secs(now_secs())).unwrap();
-    let chain = encode_header(&[token]);
+    let chain = stack.alice.grant("alice", "bob", &["research-agent"], Duration::from_secs(3600));
     // A new message per request: the same signed envelope twice is a replay.
     let body = |n: u32| stack.bob.envelope("research-agent", &format!("List reports, part {n}"));
 

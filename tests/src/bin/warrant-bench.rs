@@ -586,11 +586,16 @@ impl Report {
             let failures: u64 = with.iter().map(|r| r.failures).sum();
             self.row(
                 format!(
-                    "{}: added p50 latency per request (ratio of p50s to no chain), {setup};                      failures {failures}",
+                    "{}: added p50 latency per request (ratio of p50s to no chain), {setup}; \
+                     failures {failures}",
                     case.name()
                 ),
                 "1 KiB",
-                format!("{} ({})", fmt_spread(spread(&added), " µs", 0), fmt_spread(spread(&ratio), "×", 3)),
+                format!(
+                    "{} ({})",
+                    fmt_spread(spread(&added), " µs", 0),
+                    fmt_spread(spread(&ratio), "×", 3)
+                ),
                 &format!("≤ {goal_us:.0} µs"),
                 verdict(spread(&added).1 <= goal_us && failures == 0),
             );

@@ -14,8 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use warrant_delegation::keys::{private_key_pem, public_key_pem};
-use warrant_delegation::{encode_header, mint, MintRequest, Timestamp};
-use warrant_e2e::agents::{now_secs, Agent};
+use warrant_e2e::agents::Agent;
 use warrant_e2e::stack::{Options, Stack};
 
 fn main() -> ExitCode {
@@ -63,17 +62,7 @@ fn main() -> ExitCode {
     // alice grants bob the right to message the research agent; mallory
     // forges the same grant with her own key.
     let grant = |signer: &Agent| {
-        let request = MintRequest {
-            delegator: "alice",
-            delegate: "bob",
-            scope: vec!["research-agent".into()],
-            tools: vec![],
-            ttl: Duration::from_secs(3600),
-            max_depth: 3,
-            parent: None,
-        };
-        encode_header(&[mint(&signer.key, &request, Timestamp::from_unix_secs(now_secs()))
-            .expect("mint a delegation token")])
+        signer.grant("alice", "bob", &["research-agent"], Duration::from_secs(3600))
     };
     let chain = grant(&stack.alice);
     let forged_chain = grant(&mallory);

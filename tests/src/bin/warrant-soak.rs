@@ -27,8 +27,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use warrant_delegation::{encode_header, mint, MintRequest, Timestamp};
-use warrant_e2e::agents::{now_secs, Agent};
+use warrant_e2e::agents::Agent;
 use warrant_e2e::bench::{self, Client};
 use warrant_e2e::stack::{Options, Stack};
 
@@ -167,18 +166,8 @@ fn request(stack: &Stack, mallory: &Agent, n: u64) -> (Vec<u8>, u16) {
         }
         6 => (raw("/v1/message", &[], b"{\"from\": \"alice\", "), 400),
         _ => {
-            let grant = MintRequest {
-                delegator: "alice",
-                delegate: "bob",
-                scope: vec!["research-agent".into()],
-                tools: vec![],
-                ttl: Duration::from_secs(600),
-                max_depth: 3,
-                parent: None,
-            };
-            let token =
-                mint(&stack.alice.key, &grant, Timestamp::from_unix_secs(now_secs())).unwrap();
-            let chain = encode_header(&[token]);
+            let chain =
+                stack.alice.grant("alice", "bob", &["research-agent"], Duration::from_secs(600));
             let headers = [("x-oktsec-delegation", chain.as_str())];
             (envelope(&stack.bob, "research-agent", &text(n), &headers), 200)
         }
