@@ -118,16 +118,23 @@ pub fn load_public(path: &Path) -> anyhow::Result<VerifyingKey> {
     parse_public_key(&text).with_context(|| format!("{}: not a public key", path.display()))
 }
 
-/// Creates `path` with `mode` (never overwriting) and writes `bytes`.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+/// Creates `path` with `mode` (never overwriting: an existing file is an
+/// error saying so), writes `bytes` and syncs them. Shared by the sidecar's
+/// signing key and `keygen`.
+pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
     #[cfg(not(unix))]
     let _ = mode;
-    let mut file =
-        options.open(path).with_context(|| format!("{}: cannot create", path.display()))?;
+    let mut file = options.open(path).with_context(|| {
+        if path.exists() {
+            format!("{}: already exists", path.display())
+        } else {
+            format!("{}: cannot create", path.display())
+        }
+    })?;
     file.write_all(bytes).with_context(|| format!("{}: cannot write", path.display()))?;
     file.sync_all().with_context(|| format!("{}: cannot sync", path.display()))?;
     Ok(())

@@ -13,7 +13,6 @@
 //! temporary file and renamed over the old one, so a crash leaves either
 //! the old or the new file, never a truncated one.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -23,6 +22,7 @@ use ed25519_dalek::SigningKey;
 use warrant_delegation::keys::{fingerprint, private_key_pem, public_key_pem};
 
 use crate::cli::keys::check_file_name;
+use crate::keyfile::write_new;
 
 /// Create an agent's key pair: NAME.key (mode 0600) and NAME.pub.
 ///
@@ -98,26 +98,6 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     println!("public key:  {}", public.display());
     println!("fingerprint: {}", fingerprint(&key.verifying_key()));
     Ok(ExitCode::SUCCESS)
-}
-
-/// Creates `path` with `mode` (failing if it exists) and writes `bytes`.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options.open(path).with_context(|| {
-        if path.exists() {
-            format!("{}: already exists", path.display())
-        } else {
-            format!("{}: cannot create", path.display())
-        }
-    })?;
-    file.write_all(bytes).with_context(|| format!("{}: cannot write", path.display()))?;
-    file.sync_all().with_context(|| format!("{}: cannot sync", path.display()))?;
-    Ok(())
 }
 
 /// Writes `bytes` to a new temporary file beside `path` with `mode`, then
