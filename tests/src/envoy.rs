@@ -193,6 +193,22 @@ impl Envoy {
             .unwrap_or(0)
     }
 
+    /// Panics unless every Wasm VM failure and reload counter in
+    /// `/stats?filter=wasm` is 0: no VM of the filter trapped.
+    pub fn assert_no_vm_failure(&self) {
+        let stats = ureq::get(&format!("http://{}/stats?filter=wasm", self.admin))
+            .call()
+            .expect("envoy admin stats")
+            .into_string()
+            .expect("stats text");
+        for line in stats.lines() {
+            let (name, value) = line.split_once(": ").unwrap_or((line, "0"));
+            if name.contains("fail") || name.contains("reload") {
+                assert_eq!(value.trim(), "0", "wasm stat {name} is {value}; all stats:\n{stats}");
+            }
+        }
+    }
+
     /// Envoy's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -91,17 +91,7 @@ fn decision(reply: &Reply) -> String {
 
 /// No VM failed or was reloaded, and a valid request still passes.
 fn assert_filter_healthy(stack: &Stack, w: &World) {
-    let stats = ureq::get(&format!("http://{}/stats?filter=wasm", stack.envoy.admin))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
-    for line in stats.lines() {
-        let (name, value) = line.split_once(": ").unwrap_or((line, "0"));
-        if name.contains("fail") || name.contains("reload") {
-            assert_eq!(value.trim(), "0", "wasm stat {name} is {value}; all stats:\n{stats}");
-        }
-    }
+    stack.envoy.assert_no_vm_failure();
     assert_eq!(
         send(stack, w, Some(&one_hop(w, "test-agent", &["target-agent"])), "target-agent").status,
         200

@@ -73,17 +73,7 @@ fn connections_per_worker(stack: &Stack) -> BTreeMap<String, u64> {
 /// No VM failed or was reloaded (Envoy's wasm stats), and a valid request
 /// still passes.
 fn assert_filter_healthy(stack: &Stack) {
-    let stats = ureq::get(&format!("http://{}/stats?filter=wasm", stack.envoy.admin))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
-    for line in stats.lines() {
-        let (name, value) = line.split_once(": ").unwrap_or((line, "0"));
-        if name.contains("fail") || name.contains("reload") {
-            assert_eq!(value.trim(), "0", "wasm stat {name} is {value}; all stats:\n{stats}");
-        }
-    }
+    stack.envoy.assert_no_vm_failure();
     let body = stack.alice.envelope("bob", "Still here after all that?");
     let reply = stack.post_json("/v1/message", &[], &body);
     assert_eq!(reply.status, 200, "{}", reply.body);
