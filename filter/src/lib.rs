@@ -8,6 +8,9 @@
 //! - [`Stage::ExpectAuditAck`]: decided; the audit record is on its way to the
 //!   sidecar and the request stays held until the acknowledgement
 //!   (`audit.mode = "sync"`);
+//! - [`Stage::ExpectResponseAck`]: Envoy answered by itself before the
+//!   decision (its own 413, a timeout); that answer's record is on its way
+//!   and the response waits for it (`sync`);
 //! - [`Stage::Done`]: resumed or answered locally.
 //!
 //! In `sync` mode no byte of the request, not even its headers, reaches the
@@ -322,8 +325,17 @@ impl RootContext for WarrantRoot {
 /// Where a request is (see the crate doc).
 enum Stage {
     ExpectHeaders,
-    ExpectBody { head: Box<RequestHead>, message_id: String, body_size: usize },
-    ExpectAuditAck { outcome: Box<Outcome> },
+    ExpectBody {
+        head: Box<RequestHead>,
+        message_id: String,
+        body_size: usize,
+    },
+    ExpectAuditAck {
+        outcome: Box<Outcome>,
+    },
+    /// Envoy answered before the filter decided; the response waits for
+    /// that answer's record (`sync`).
+    ExpectResponseAck,
     Done,
 }
 
@@ -421,14 +433,7 @@ impl WarrantHttp {
             self.buffer_record(outcome.record.message_id.clone(), bytes);
             return self.carry_out(&outcome);
         }
-        match hostcalls::dispatch_grpc_call(
-            &audit.cluster,
-            AUDIT_SERVICE,
-            APPEND_METHOD,
-            Vec::new(),
-            Some(&bytes),
-            Duration::from_millis(u64::from(audit.timeout_ms)),
-        ) {
+        match self.call_sidecar(&bytes) {
             Ok(_token) => {
                 self.stage = Stage::ExpectAuditAck { outcome: Box::new(outcome) };
                 Action::Pause
@@ -442,6 +447,20 @@ impl WarrantHttp {
                 Action::Pause
             }
         }
+    }
+
+    /// Sends one record to the sidecar from this request's context, so
+    /// that the answer comes back to it (`sync`).
+    fn call_sidecar(&self, record: &[u8]) -> Result<u32, proxy_wasm::types::Status> {
+        let audit = &self.policy().config.audit;
+        hostcalls::dispatch_grpc_call(
+            &audit.cluster,
+            AUDIT_SERVICE,
+            APPEND_METHOD,
+            Vec::new(),
+            Some(record),
+            Duration::from_millis(u64::from(audit.timeout_ms)),
+        )
     }
 
     /// `async` mode: hands the record to the outbox. A full outbox drops
@@ -557,6 +576,72 @@ impl WarrantHttp {
         }
     }
 
+    /// Records a response that Envoy itself gave while the filter was still
+    /// reading the body, so before any decision: typically its own 413 when
+    /// the body outgrew the virtual host's `request_body_buffer_limit` (a
+    /// configuration below what `max_body_bytes` needs), or a timeout.
+    /// Nothing was forwarded; the record says what the client got. In `sync`
+    /// the response waits for the record's acknowledgement, as a decision
+    /// would; if the sidecar fails it still goes out (it is a refusal
+    /// already), and the failure is logged.
+    fn record_envoy_answer(&mut self) -> Action {
+        let Stage::ExpectBody { head, message_id, body_size } =
+            std::mem::replace(&mut self.stage, Stage::Done)
+        else {
+            return Action::Continue;
+        };
+        let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0);
+        let (decision, message) = if status == 413 {
+            let limit = self.policy().config.max_body_bytes;
+            let message = format!(
+                "Envoy answered 413 itself after {body_size} bytes of body, before the \
+                 filter's limit of {limit}: raise the virtual host's request_body_buffer_limit \
+                 to at least max_body_bytes + per_connection_buffer_limit_bytes + 1 MiB"
+            );
+            (Decision::PayloadTooLarge, message)
+        } else {
+            let message = format!(
+                "Envoy answered {status} itself after {body_size} bytes of body, before the \
+                 filter decided"
+            );
+            (Decision::InvalidRequest, message)
+        };
+        warn!("#{} {message}", self.context_id);
+        let mut outcome = self.refuse(&head, &message_id, decision, message);
+        outcome.record.http_status = status;
+        self.shared.count(outcome.decision, &[]);
+        for (name, value) in &outcome.response_headers {
+            if let Err(status) =
+                hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value))
+            {
+                error!("#{} cannot set response header {name}: {status:?}", self.context_id);
+            }
+        }
+        let audit = &self.policy().config.audit;
+        let bytes = outcome.record.encode_to_vec();
+        if audit.mode == AuditMode::Async {
+            self.buffer_record(outcome.record.message_id.clone(), bytes);
+            return Action::Continue;
+        }
+        match self.call_sidecar(&bytes) {
+            Ok(_token) => {
+                self.stage = Stage::ExpectResponseAck;
+                Action::Pause
+            }
+            Err(status) => {
+                error!(
+                    "#{} cannot call the audit sidecar for Envoy's own answer: {status:?}",
+                    self.context_id
+                );
+                Action::Continue
+            }
+        }
+    }
+
     /// Empties the buffered body of a request that is refused already.
     /// Envoy keeps buffering a paused body up to the listener's
     /// `per_connection_buffer_limit_bytes` and past it answers its own,
@@ -587,8 +672,21 @@ impl WarrantHttp {
 
 impl Context for WarrantHttp {
     fn on_grpc_call_response(&mut self, _token_id: u32, status_code: u32, _response_size: usize) {
-        let Stage::ExpectAuditAck { outcome } = std::mem::replace(&mut self.stage, Stage::Done)
-        else {
+        let stage = std::mem::replace(&mut self.stage, Stage::Done);
+        if matches!(stage, Stage::ExpectResponseAck) {
+            if status_code != 0 {
+                error!(
+                    "#{} audit sidecar did not take the record of Envoy's own answer: grpc \
+                     status {status_code}",
+                    self.context_id
+                );
+            }
+            if let Err(status) = hostcalls::resume_http_response() {
+                error!("#{} cannot resume the response: {status:?}", self.context_id);
+            }
+            return;
+        }
+        let Stage::ExpectAuditAck { outcome } = stage else {
             warn!("#{} unexpected gRPC response", self.context_id);
             return;
         };
@@ -691,6 +789,9 @@ impl HttpContext for WarrantHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if matches!(self.stage, Stage::ExpectBody { .. }) {
+            return self.record_envoy_answer();
+        }
         // Local replies pass through here too, so the session id reaches
         // the caller whatever the decision.
         for (name, value) in &self.response_headers {

@@ -146,6 +146,29 @@ fn readme_documents_every_field_the_filter_accepts() {
     }
 }
 
+#[test]
+fn envoy_yaml_leaves_the_filter_its_body_limit() {
+    let doc = base_config();
+    let listener = &doc["static_resources"]["listeners"][0];
+    let read = listener["per_connection_buffer_limit_bytes"].as_u64().unwrap_or(1 << 20);
+    let hosts = listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+        ["virtual_hosts"]
+        .as_sequence()
+        .unwrap();
+    let plugin: serde_json::Value = serde_json::from_str(
+        wasm_filter_config(&mut doc.clone())["configuration"]["value"].as_str().unwrap(),
+    )
+    .unwrap();
+    let max_body = plugin["max_body_bytes"].as_u64().unwrap_or(1 << 20);
+    for host in hosts {
+        let limit = host["request_body_buffer_limit"].as_u64();
+        check_body_room(limit, max_body, read)
+            .unwrap_or_else(|e| panic!("virtual host {:?}: {e}", host["name"]));
+    }
+    assert!(check_body_room(Some(2 << 20), 1 << 20, 1 << 20).is_err());
+    assert!(check_body_room(None, 1 << 20, 1 << 20).is_err());
+}
+
 // ---------------------------------------------------------------------------
 // EnvoyFilter structure
 
@@ -246,6 +269,22 @@ fn envoy_filter_check_finds_each_broken_copy() {
             "envoy.filters.http.router",
         ),
         (
+            "no room for the held body",
+            |d| {
+                let list = d["spec"]["configPatches"].as_sequence_mut().unwrap();
+                list.retain(|p| p["applyTo"] != "VIRTUAL_HOST");
+            },
+            "request_body_buffer_limit must be set",
+        ),
+        (
+            "room for the filter's limit only",
+            |d| {
+                patches_mut(d, "VIRTUAL_HOST").remove(0)["patch"]["value"]
+                    ["request_body_buffer_limit"] = 1_048_576.into();
+            },
+            "must be at least",
+        ),
+        (
             "no workload selector",
             |d| {
                 d["spec"].as_mapping_mut().unwrap().remove("workloadSelector");
@@ -291,6 +330,11 @@ fn wasm_plugin_matches_the_inbound_envoy_filter_and_never_fails_open() {
         patches(&cluster_filter, "CLUSTER")[0]["patch"]["value"],
         patches(&inbound, "CLUSTER")[0]["patch"]["value"],
         "the audit cluster must be the inbound EnvoyFilter's"
+    );
+    assert_eq!(
+        patches(&cluster_filter, "VIRTUAL_HOST"),
+        patches(&inbound, "VIRTUAL_HOST"),
+        "the body room must be the inbound EnvoyFilter's"
     );
 }
 
@@ -511,9 +555,27 @@ fn render_envoy_filter(envoy_filter: &Value) -> Value {
         filter.insert("typed_config".into(), typed);
         filters.insert(at, Value::Mapping(filter));
     }
+    // Virtual hosts: what the patches merge in is all they get (the base's
+    // own body buffer limit is taken out first).
+    let hosts = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["route_config"]["virtual_hosts"]
+        .as_sequence_mut()
+        .unwrap();
+    for host in hosts.iter_mut() {
+        host.as_mapping_mut().unwrap().remove("request_body_buffer_limit");
+    }
+    for patch in patches(envoy_filter, "VIRTUAL_HOST") {
+        assert_eq!(patch["patch"]["operation"], "MERGE");
+        for host in hosts.iter_mut() {
+            let host = host.as_mapping_mut().unwrap();
+            for (key, value) in patch["patch"]["value"].as_mapping().unwrap() {
+                host.insert(key.clone(), value.clone());
+            }
+        }
+    }
     for (kind, _) in all_patches(envoy_filter) {
         assert!(
-            ["CLUSTER", "EXTENSION_CONFIG", "HTTP_FILTER"].contains(&kind.as_str()),
+            ["CLUSTER", "EXTENSION_CONFIG", "HTTP_FILTER", "VIRTUAL_HOST"].contains(&kind.as_str()),
             "the renderer does not know {kind} patches"
         );
     }
@@ -617,7 +679,39 @@ fn check_envoy_filter(doc: &Value) -> Result<(), String> {
             "the HTTP filter must be anchored on envoy.filters.http.router, found {anchor:?}"
         ));
     }
+
+    // 5. Room for the held body, so that the filter's limit applies, not
+    //    Envoy's (Istio's listeners keep Envoy's 1 MiB read size).
+    let max_body = plugin_config(doc)["max_body_bytes"].as_u64().unwrap_or(1 << 20);
+    let hosts = patches(doc, "VIRTUAL_HOST");
+    let limit = hosts
+        .iter()
+        .filter(|p| {
+            p["patch"]["operation"] == "MERGE"
+                && p["match"]["context"] == filter["match"]["context"]
+        })
+        .find_map(|p| p["patch"]["value"]["request_body_buffer_limit"].as_u64());
+    check_body_room(limit, max_body, 1 << 20)
+        .map_err(|e| format!("a VIRTUAL_HOST MERGE patch in the filter's context: {e}"))?;
     Ok(())
+}
+
+/// Whether Envoy's cap on a held request body (`request_body_buffer_limit`)
+/// leaves the filter its own limit: it must hold `max_body_bytes` (what the
+/// filter may already hold) plus one read from the connection (up to the
+/// listener's `per_connection_buffer_limit_bytes`, and a little more), with
+/// 1 MiB to spare. Below that, a body that grows past the filter's limit can
+/// get Envoy's own 413, with no decision and no record.
+fn check_body_room(limit: Option<u64>, max_body: u64, read: u64) -> Result<(), String> {
+    let needed = max_body + read + (1 << 20);
+    match limit {
+        None => Err(format!("request_body_buffer_limit must be set (at least {needed})")),
+        Some(limit) if limit < needed => Err(format!(
+            "request_body_buffer_limit {limit} must be at least max_body_bytes {max_body} + \
+             one read {read} + 1 MiB = {needed}"
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// The first problem with a pod that runs the audit sidecar, if any.

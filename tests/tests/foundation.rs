@@ -288,3 +288,118 @@ fn bodies_over_the_limit_are_refused_and_never_reach_the_upstream() {
     let decisions: Vec<_> = stack.records().into_iter().map(|r| r.decision).collect();
     assert_eq!(decisions, ["payload_too_large", "payload_too_large"]);
 }
+
+/// Sends one HTTP/1.1 request over a raw connection, the body written from
+/// a second thread (Envoy may answer and close before it has read it all),
+/// and returns the status and the response body.
+fn raw_request(port: u16, head: &str, body: Vec<u8>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let head = head.to_string();
+    let sender = std::thread::spawn(move || {
+        // Errors are expected once Envoy has answered and closed.
+        let _ = writer.write_all(head.as_bytes()).and_then(|()| writer.write_all(&body));
+    });
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    sender.join().unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// With the shipped limits (`max_body_bytes` 1 MiB, one read up to the
+/// listener's 1 MiB), the filter, not Envoy, refuses an oversized body,
+/// whether it is declared or grows chunk by chunk, and audits it; a body
+/// just under the limit is scanned and forwarded whole.
+#[test]
+fn shipped_limits_let_the_filter_decide_every_body_size() {
+    let stack = Stack::start(Options::default());
+    let port = stack.envoy.port;
+    let head = |framing: &str| {
+        format!(
+            "POST /upload HTTP/1.1\r\nhost: bob.agents.local\r\nx-warrant-agent: alice\r\n\
+             content-type: application/json\r\n{framing}connection: close\r\n\r\n"
+        )
+    };
+    let json = |len: usize| format!(r#"{{"note":"{}"}}"#, "a".repeat(len)).into_bytes();
+    let chunked = |body: Vec<u8>| {
+        let mut framed = Vec::new();
+        for piece in body.chunks(256 * 1024) {
+            framed.extend(format!("{:x}\r\n", piece.len()).as_bytes());
+            framed.extend(piece);
+            framed.extend(b"\r\n");
+        }
+        framed.extend(b"0\r\n\r\n");
+        framed
+    };
+
+    let mut outcomes = Vec::new();
+    let over = json(1_500_000);
+    let declared = format!("content-length: {}\r\n", over.len());
+    outcomes.push(raw_request(port, &head(&declared), over.clone()));
+    outcomes.push(raw_request(port, &head("transfer-encoding: chunked\r\n"), chunked(over)));
+    let under = json(1_000_000);
+    let under_len = under.len();
+    outcomes.push(raw_request(port, &head("transfer-encoding: chunked\r\n"), chunked(under)));
+
+    let decision = |body: &str| {
+        serde_json::from_str::<serde_json::Value>(body).ok().and_then(|j| {
+            j["policy_decision"].as_str().or(j["upstream"].as_str()).map(str::to_string)
+        })
+    };
+    let got: Vec<_> =
+        outcomes.iter().map(|(status, body)| (*status, decision(body), body.len())).collect();
+    let want = [
+        (413, Some("payload_too_large".to_string())),
+        (413, Some("payload_too_large".to_string())),
+        (200, Some("ok".to_string())),
+    ];
+    for (i, ((status, decision, len), want)) in got.iter().zip(&want).enumerate() {
+        assert_eq!((*status, decision.clone()), want.clone(), "request {i} ({len} bytes of reply)");
+    }
+    let seen = stack.upstream.seen();
+    assert_eq!(seen.len(), 1, "only the body under the limit reaches the upstream");
+    assert_eq!(seen[0].body.len(), under_len);
+    let decisions: Vec<_> = stack.records().into_iter().map(|r| r.decision).collect();
+    assert_eq!(decisions, ["payload_too_large", "payload_too_large", "allow"]);
+}
+
+/// A configuration whose body cap is below what `max_body_bytes` needs
+/// makes Envoy answer 413 itself, before the filter decides. The filter
+/// still records that answer (in `sync`, before it leaves), and nothing
+/// reaches the upstream.
+#[test]
+fn envoy_answering_before_the_filter_decides_is_still_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("small-cap.yaml");
+    let text = std::fs::read_to_string(warrant_e2e::repo_root().join("envoy/envoy.yaml")).unwrap();
+    let shipped = "request_body_buffer_limit: 3145728";
+    assert!(text.contains(shipped));
+    std::fs::write(&template, text.replace(shipped, "request_body_buffer_limit: 65536")).unwrap();
+    let stack = Stack::start(Options {
+        template,
+        patch: Box::new(|json| json["max_body_bytes"] = (8 << 20).into()),
+        ..Options::default()
+    });
+    // 4 MB cannot come in one read (the listener reads 1 MiB at a time),
+    // so the filter holds a partial body when Envoy's 64 KiB cap is hit.
+    let body = format!(r#"{{"note":"{}"}}"#, "a".repeat(4_000_000)).into_bytes();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: bob.agents.local\r\nx-warrant-agent: alice\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let (status, reply) = raw_request(stack.envoy.port, &head, body);
+    assert_eq!((status, reply.as_str()), (413, "Payload Too Large"), "Envoy's own answer");
+    assert!(stack.upstream.seen().is_empty());
+    let records = stack.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!((r.decision.as_str(), r.http_status), ("payload_too_large", 413));
+    assert_eq!((r.to.as_str(), r.status.as_str()), ("bob", "rejected"));
+    assert!(r.reason.contains("request_body_buffer_limit"), "{}", r.reason);
+}
