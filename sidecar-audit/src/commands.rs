@@ -26,7 +26,7 @@ use crate::checkpoint::CheckpointFile;
 use crate::keyfile;
 use crate::quarantine::{self, Verdict};
 use crate::server::{CheckpointPolicy, ListenAddr, ServeOptions};
-use crate::store::{latest_checkpoint, read_chain_id, Store};
+use crate::store::{latest_checkpoint, read_chain_id, Durability, Store};
 use crate::verify::{self, Options};
 
 /// `warrant-audit serve`.
@@ -60,6 +60,29 @@ pub struct ServeArgs {
     /// milliseconds old.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_interval_ms: u64,
+    /// How far a commit is synced before its records are acknowledged:
+    /// `full` fsyncs the WAL at every commit (an acknowledged record survives
+    /// a power loss); `normal` leaves the sync to the operating system until
+    /// the next WAL checkpoint (it survives a crash of the sidecar, not
+    /// necessarily of the machine), and is much faster on slow disks.
+    #[arg(long, value_enum, default_value_t = SyncLevel::Full)]
+    pub synchronous: SyncLevel,
+}
+
+/// `serve --synchronous`: SQLite's `synchronous` level for the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncLevel {
+    Full,
+    Normal,
+}
+
+impl From<SyncLevel> for Durability {
+    fn from(level: SyncLevel) -> Durability {
+        match level {
+            SyncLevel::Full => Durability::Full,
+            SyncLevel::Normal => Durability::Normal,
+        }
+    }
 }
 
 /// `warrant-audit verify`.
@@ -176,6 +199,7 @@ impl ServeArgs {
                 every: self.checkpoint_every,
                 interval: Duration::from_millis(self.checkpoint_interval_ms),
             },
+            durability: self.synchronous.into(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         runtime.block_on(crate::server::serve(options))?;

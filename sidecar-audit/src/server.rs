@@ -29,7 +29,7 @@ use warrant_wire::{AppendAck, AuditRecord};
 
 use crate::metrics::Metrics;
 use crate::proto::audit_service_server::AuditService;
-use crate::store::{Appended, Store};
+use crate::store::{Appended, Durability, Store};
 
 /// Most records committed in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -309,6 +309,8 @@ pub struct ServeOptions {
     pub key_dir: PathBuf,
     /// When to sign checkpoints.
     pub checkpoints: CheckpointPolicy,
+    /// How far each commit is synced before records are acknowledged.
+    pub durability: Durability,
 }
 
 /// Runs the sidecar until SIGTERM or SIGINT.
@@ -336,9 +338,15 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         "warrant-audit starting"
     );
     let mut store = Store::open(&options.db)?;
+    store.set_durability(options.durability)?;
     check_tail(&store, &public, &options.db)?;
     store.checkpoint(&key, now_ns())?;
-    tracing::info!(db = %options.db.display(), head_seq = store.head().seq, "audit chain opened");
+    tracing::info!(
+        db = %options.db.display(),
+        head_seq = store.head().seq,
+        durability = ?options.durability,
+        "audit chain opened"
+    );
     let metrics = Arc::new(Metrics::default());
     let (writer, done) = Writer::start(store, key, options.checkpoints, metrics.clone())?;
 

@@ -14,11 +14,15 @@
 //!
 //! A database of another schema version is refused with both numbers.
 //!
-//! Durability: WAL journal with `synchronous = FULL`. A transaction is on
-//! disk (the WAL fsynced) before `COMMIT` returns, so an acknowledged record
-//! survives a process crash and a power loss. [`Store::append_batch`]
-//! appends many records in one transaction (group commit), which is how the
-//! cost of that fsync is shared.
+//! Durability: WAL journal with `synchronous = FULL` by default. A
+//! transaction is on disk (the WAL fsynced) before `COMMIT` returns, so an
+//! acknowledged record survives a process crash and a power loss.
+//! [`Store::append_batch`] appends many records in one transaction (group
+//! commit), which is how the cost of that fsync is shared.
+//! [`Durability::Normal`] (`serve --synchronous normal`) skips that fsync:
+//! `COMMIT` returns once the WAL is written to the operating system, which
+//! syncs it at WAL checkpoints; a record then survives a crash of the
+//! sidecar but not necessarily a power loss or a crash of the machine.
 //!
 //! Every write starts an `IMMEDIATE` transaction and reads the head inside
 //! it, so two writers (the running sidecar and a `quarantine approve`) are
@@ -70,7 +74,50 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// How far `COMMIT` syncs before it returns: SQLite's `synchronous` in WAL
+/// mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous = FULL`: the WAL is fsynced at every commit. An
+    /// acknowledged record survives a power loss.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: the WAL is written at every commit and
+    /// fsynced at WAL checkpoints. An acknowledged record survives a crash
+    /// of the sidecar; a power loss or a crash of the machine can take the
+    /// last commits back (the chain stays whole, only shorter).
+    Normal,
+}
+
+impl Durability {
+    /// The value of `PRAGMA synchronous` (0 OFF, 1 NORMAL, 2 FULL).
+    #[must_use]
+    pub fn pragma(self) -> i64 {
+        match self {
+            Durability::Full => 2,
+            Durability::Normal => 1,
+        }
+    }
+}
+
 impl Store {
+    /// Sets how far each commit is synced (default [`Durability::Full`]).
+    ///
+    /// # Errors
+    /// SQLite refuses the pragma.
+    pub fn set_durability(&self, durability: Durability) -> anyhow::Result<()> {
+        self.conn.pragma_update(None, "synchronous", durability.pragma())?;
+        Ok(())
+    }
+
+    /// The `synchronous` level in force on the writer's connection.
+    ///
+    /// # Errors
+    /// SQLite refuses the query.
+    pub fn synchronous(&self) -> anyhow::Result<i64> {
+        Ok(self.conn.pragma_query_value(None, "synchronous", |r| r.get(0))?)
+    }
+
     /// Opens (creating if absent) a database for writing. A new file is
     /// created with mode 0600 and a fresh random chain id.
     ///
@@ -540,6 +587,17 @@ mod tests {
             status: "delivered".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn durability_sets_the_writers_synchronous_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("audit.db")).unwrap();
+        assert_eq!(store.synchronous().unwrap(), Durability::Full.pragma());
+        store.set_durability(Durability::Normal).unwrap();
+        assert_eq!(store.synchronous().unwrap(), 1);
+        store.set_durability(Durability::Full).unwrap();
+        assert_eq!(store.synchronous().unwrap(), 2);
     }
 
     #[test]

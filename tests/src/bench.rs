@@ -491,6 +491,9 @@ pub enum Setup {
     Sync,
     /// The filter with `audit.mode = async`.
     Async,
+    /// `audit.mode = sync` with the sidecar's commits not fsynced
+    /// (`serve --synchronous normal`).
+    SyncNormal,
 }
 
 impl Setup {
@@ -500,6 +503,7 @@ impl Setup {
             Setup::Baseline => "baseline (no filter)",
             Setup::Sync => "Warrant, audit sync",
             Setup::Async => "Warrant, audit async",
+            Setup::SyncNormal => "Warrant, audit sync, sidecar synchronous=normal",
         }
     }
 }
@@ -645,6 +649,12 @@ impl BenchStack {
         let sidecar = match setup {
             Setup::Baseline => None,
             Setup::Sync | Setup::Async => Some(Sidecar::start(&dir.join("audit.db"), dir)),
+            Setup::SyncNormal => Some(Sidecar::start_flagged(
+                &dir.join("audit.db"),
+                dir,
+                "127.0.0.1:0",
+                &["--synchronous".to_string(), "normal".to_string()],
+            )),
         };
         let config = dir.join("envoy.yaml");
         // The baseline's audit cluster is never used: port 1 (nothing listens).

@@ -19,6 +19,9 @@ pub struct Sidecar {
     pub http_port: u16,
     pub db: PathBuf,
     pub log: PathBuf,
+    /// The serve flags it was started with, besides `--listen` (kept by
+    /// [`Sidecar::restart`]).
+    pub flags: Vec<String>,
 }
 
 impl Sidecar {
@@ -32,6 +35,16 @@ impl Sidecar {
     /// the same port after a restart).
     pub fn start_on(db: &Path, dir: &Path, listen: &str) -> Sidecar {
         Sidecar::start_with(db, dir, &["--listen", listen])
+    }
+
+    /// Like [`Sidecar::start_on`], with more serve flags (`flags`), which a
+    /// restart keeps.
+    pub fn start_flagged(db: &Path, dir: &Path, listen: &str, flags: &[String]) -> Sidecar {
+        let mut args = vec!["--listen", listen];
+        args.extend(flags.iter().map(String::as_str));
+        let mut sidecar = Sidecar::start_with(db, dir, &args);
+        sidecar.flags = flags.to_vec();
+        sidecar
     }
 
     /// `warrant-audit [ARGS] serve --db DB` with `args` (global flags such
@@ -76,7 +89,7 @@ impl Sidecar {
         } else {
             grpc.rsplit(':').next().and_then(|p| p.parse().ok()).expect("grpc port")
         };
-        Sidecar { process, port, grpc, http_port, db: db.to_path_buf(), log }
+        Sidecar { process, port, grpc, http_port, db: db.to_path_buf(), log, flags: Vec::new() }
     }
 
     /// The audit page's base URL.
@@ -89,7 +102,7 @@ impl Sidecar {
     pub fn restart(&mut self) {
         let dir = self.log.parent().expect("log has a directory").to_path_buf();
         let listen = format!("127.0.0.1:{}", self.port);
-        *self = Sidecar::start_on(&self.db, &dir, &listen);
+        *self = Sidecar::start_flagged(&self.db, &dir, &listen, &self.flags);
     }
 
     /// Kills it (SIGKILL), as a crash would, and reaps it.

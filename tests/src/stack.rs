@@ -21,6 +21,8 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     /// Changes to the plugin configuration, after the agents' keys are set.
     pub patch: Box<dyn Fn(&mut serde_json::Value)>,
+    /// More `warrant-audit serve` flags for the sidecar.
+    pub sidecar_flags: Vec<String>,
 }
 
 impl Default for Options {
@@ -30,6 +32,7 @@ impl Default for Options {
             template: PathBuf::from("envoy/envoy.yaml"),
             dir: None,
             patch: Box::new(|_| {}),
+            sidecar_flags: Vec::new(),
         }
     }
 }
@@ -87,7 +90,12 @@ impl Stack {
         let alice = Agent::new("alice");
         let bob = Agent::new("bob");
         let upstream = Upstream::start();
-        let sidecar = Sidecar::start(&dir.join("audit.db"), &dir);
+        let sidecar = Sidecar::start_flagged(
+            &dir.join("audit.db"),
+            &dir,
+            "127.0.0.1:0",
+            &options.sidecar_flags,
+        );
         let config = dir.join("envoy.yaml");
         let keys =
             serde_json::json!({ "alice": alice.public_base64(), "bob": bob.public_base64() });
