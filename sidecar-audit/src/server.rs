@@ -313,6 +313,21 @@ pub struct ServeOptions {
     pub durability: Durability,
 }
 
+/// Turns off Nagle's algorithm on an accepted gRPC connection. An answer
+/// is a few small HTTP/2 frames; with Nagle the last of them wait for the
+/// peer's delayed ACK, which added about 10 ms to every `sync` request
+/// (measured at 100 req/s: p50 12 ms with it, 2.3 ms without).
+fn without_nagle(
+    accepted: std::io::Result<tokio::net::TcpStream>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    if let Ok(stream) = &accepted {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a gRPC connection");
+        }
+    }
+    accepted
+}
+
 /// Runs the sidecar until SIGTERM or SIGINT.
 ///
 /// On start it loads (or creates) the signing key, checks the entries not
@@ -377,7 +392,13 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         Grpc::Tcp(listener) => {
             router
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    // Each answer is a few small HTTP/2 frames: with Nagle's
+                    // algorithm the last ones would wait for the filter's
+                    // delayed ACK, and a `sync` request with them.
+                    tokio_stream::StreamExt::map(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        without_nagle,
+                    ),
                     stopped(stop_rx),
                 )
                 .await
@@ -517,6 +538,16 @@ pub fn now_ns() -> i64 {
 mod tests {
     use super::*;
     use crate::store::{latest_checkpoint, read_chain_id};
+
+    #[tokio::test]
+    async fn grpc_connections_go_without_nagle() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(address);
+        let (accepted, _client) = tokio::join!(listener.accept(), client);
+        let stream = super::without_nagle(accepted.map(|(s, _)| s)).unwrap();
+        assert!(stream.nodelay().unwrap());
+    }
 
     #[test]
     fn a_due_checkpoint_is_committed_with_the_batch_that_reaches_it() {
