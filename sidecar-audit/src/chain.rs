@@ -249,23 +249,36 @@ pub fn hash_fields<'a>(
     values: impl IntoIterator<Item = FieldValue<'a>>,
 ) -> [u8; 32] {
     let mut hasher = Sha256::new();
-    hasher.update(DOMAIN_TAG);
-    hasher.update(FORMAT_VERSION.to_be_bytes());
-    hasher.update(chain_id);
-    hasher.update(seq.to_be_bytes());
-    hasher.update(prev_hash);
+    hashed_bytes(chain_id, seq, prev_hash, values, |bytes| hasher.update(bytes));
+    hasher.finalize().into()
+}
+
+/// Hands the bytes an entry hash covers (the module doc), in order, to
+/// `sink`: [`hash_fields`] feeds them to SHA-256; the verifier copies them
+/// out of a row into a buffer that another thread hashes.
+pub fn hashed_bytes<'a>(
+    chain_id: &[u8; 16],
+    seq: u64,
+    prev_hash: &[u8; 32],
+    values: impl IntoIterator<Item = FieldValue<'a>>,
+    mut sink: impl FnMut(&[u8]),
+) {
+    sink(DOMAIN_TAG);
+    sink(&FORMAT_VERSION.to_be_bytes());
+    sink(chain_id);
+    sink(&seq.to_be_bytes());
+    sink(prev_hash);
     for value in values {
         match value {
             FieldValue::Text(text) => {
                 // A column is at most SQLite's 1 GB limit, far below u32::MAX.
                 let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
-                hasher.update(len.to_be_bytes());
-                hasher.update(text.as_bytes());
+                sink(&len.to_be_bytes());
+                sink(text.as_bytes());
             }
-            FieldValue::Integer(n) => hasher.update(n.to_be_bytes()),
+            FieldValue::Integer(n) => sink(&n.to_be_bytes()),
         }
     }
-    hasher.finalize().into()
 }
 
 /// The `quarantine_sha256` of some content: lowercase hex SHA-256, or the

@@ -30,14 +30,16 @@
 //! problems found), with what was expected and what was found.
 
 use std::path::Path;
+use std::sync::mpsc::{self, Receiver, SyncSender};
 
-use anyhow::Context as _;
+use anyhow::{anyhow, Context as _};
 use ed25519_dalek::VerifyingKey;
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
-use crate::chain::{hash_fields, Entry, FieldValue};
+use crate::chain::{hash_fields, hashed_bytes, Entry, FieldValue};
 use crate::checkpoint::{CheckpointError, CheckpointFile, SignedCheckpoint};
 use crate::store::{checkpoints, read_chain_id, read_head, Store};
 
@@ -272,14 +274,7 @@ fn run(
             });
         }
     }
-    let external_seq = options.external.as_ref().map(|e| e.checkpoint.seq);
-    let mut external_hash: Option<[u8; 32]> = None;
-    let walked =
-        walk(conn, &chain_id, &stored, report.first_seq, prev, head.seq, progress, |s, h| {
-            if Some(s) == external_seq {
-                external_hash = Some(h);
-            }
-        })?;
+    let walked = walk(conn, &chain_id, &stored, report.first_seq, prev, head.seq, progress)?;
     report.entries = walked.entries;
     if let Some(problem) = walked.broken {
         problems.push(problem);
@@ -332,16 +327,11 @@ fn run(
                 found: format!("seq {}", head.seq),
             });
         } else {
-            let found = match external_hash {
-                Some(hash) => Some(hash.to_vec()),
-                None => conn
-                    .query_row(
-                        "SELECT entry_hash FROM entries WHERE seq = ?1",
-                        [c.seq as i64],
-                        |r| r.get::<_, Vec<u8>>(0),
-                    )
-                    .ok(),
-            };
+            let found: Option<Vec<u8>> = conn
+                .query_row("SELECT entry_hash FROM entries WHERE seq = ?1", [c.seq as i64], |r| {
+                    r.get(0)
+                })
+                .ok();
             if found.as_deref() != Some(c.head_hash.as_slice()) {
                 problems.push(Broken {
                     seq: c.seq,
@@ -372,22 +362,116 @@ fn run(
 }
 
 /// What [`walk`] found.
+#[derive(Debug, PartialEq, Eq)]
 struct Walked {
     entries: u64,
     broken: Option<Broken>,
 }
 
-/// Steps 2a–2d over the entries after `first_seq - 1`, linking from `prev`.
-#[allow(clippy::too_many_arguments)]
+/// Entries per [`Batch`]: about 180 kB of hashed bytes for filter-shaped
+/// entries, which stays in the caches between the two threads.
+const BATCH_ENTRIES: usize = 256;
+
+/// Batches queued for the hashing thread before the reading thread waits.
+const BATCHES_QUEUED: usize = 4;
+
+/// Entries read and checked by the reading thread, on their way to the
+/// hashing thread: the bytes each entry hash covers
+/// ([`crate::chain::hashed_bytes`]) back to back, and per entry where its
+/// bytes end and what is stored.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    entries: Vec<Hashable>,
+}
+
+/// One entry of a [`Batch`].
+struct Hashable {
+    seq: u64,
+    end: usize,
+    stored: [u8; 32],
+}
+
+/// The first entry whose recomputed hash is not the stored one.
+struct Mismatch {
+    seq: u64,
+    computed: [u8; 32],
+    stored: [u8; 32],
+}
+
+/// Steps 2a–2d over the entries from `first_seq` on, linking from `prev`.
+///
+/// Two threads share the work. This one reads the rows in seq order, checks
+/// what is sequential and cheap (a, b, the column types of c, d) and copies
+/// the bytes each entry hash covers into a [`Batch`]; a second thread
+/// recomputes the hashes (the rest of c). The result is the one an
+/// entry-by-entry walk gives, because:
+/// - b and d compare with the stored hashes, which are the recomputed ones
+///   up to the first mismatch, and a mismatch at an entry comes before
+///   anything b or d find at that entry or later;
+/// - the reading thread hands over only the entries before the first problem
+///   it finds (and that entry too when the problem is d, which an
+///   entry-by-entry walk checks after c), so a mismatch the hashing thread
+///   finds is always the earlier problem;
+/// - a mismatch stops the hashing thread, whose closed channel stops the
+///   reading thread.
 fn walk(
     conn: &Connection,
     chain_id: &[u8; 16],
     stored: &[SignedCheckpoint],
     first_seq: u64,
-    mut prev: [u8; 32],
+    prev: [u8; 32],
     head_seq: u64,
     progress: &mut dyn FnMut(u64, u64),
-    mut seen: impl FnMut(u64, [u8; 32]),
+) -> anyhow::Result<Walked> {
+    std::thread::scope(|scope| {
+        let (to_hasher, batches) = mpsc::sync_channel(BATCHES_QUEUED);
+        let (recycle, recycled) = mpsc::sync_channel(BATCHES_QUEUED + 1);
+        let hasher = scope.spawn(move || hash_batches(&batches, &recycle));
+        let read = read_entries(
+            conn,
+            chain_id,
+            stored,
+            (first_seq, prev, head_seq),
+            progress,
+            &to_hasher,
+            &recycled,
+        );
+        drop(to_hasher);
+        let mismatch = hasher.join().map_err(|_| anyhow!("the hashing thread panicked"))?;
+        let read = read?;
+        if let Some(m) = mismatch {
+            return Ok(Walked {
+                entries: m.seq - first_seq + 1,
+                broken: Some(Broken {
+                    seq: m.seq,
+                    kind: BreakKind::EntryHash,
+                    reason: ENTRY_HASH_MISMATCH.into(),
+                    expected: hex::encode(m.computed),
+                    found: hex::encode(m.stored),
+                }),
+            });
+        }
+        if read.broken.is_none() {
+            progress(read.entries, head_seq.saturating_sub(first_seq) + 1);
+        }
+        Ok(read)
+    })
+}
+
+const ENTRY_HASH_MISMATCH: &str = "entry hash mismatch: a stored field was changed";
+
+/// The reading thread's part of [`walk`]: every step but the hashing, which
+/// it sends to `to_hasher` in batches (reusing the ones `recycled` brings
+/// back). Stops at its first problem, or when the hashing thread has stopped.
+fn read_entries(
+    conn: &Connection,
+    chain_id: &[u8; 16],
+    stored: &[SignedCheckpoint],
+    (first_seq, mut prev, head_seq): (u64, [u8; 32], u64),
+    progress: &mut dyn FnMut(u64, u64),
+    to_hasher: &SyncSender<Batch>,
+    recycled: &Receiver<Batch>,
 ) -> anyhow::Result<Walked> {
     let names = Entry::FIELDS.join(", ");
     let mut stmt = conn.prepare(&format!(
@@ -401,22 +485,21 @@ fn walk(
     let mut pending = stored.iter().filter(|c| c.checkpoint.seq >= first_seq).peekable();
     let mut expected_seq = first_seq;
     let mut entries = 0u64;
-    while let Some(row) = rows.next()? {
+    let mut batch = Batch::default();
+    let broken = 'rows: loop {
+        let Some(row) = rows.next()? else { break None };
         entries += 1;
         if entries.is_multiple_of(65_536) {
             progress(entries, total);
         }
         let broken = |kind, reason: String, expected: String, found: String| {
-            Ok(Walked {
-                entries,
-                broken: Some(Broken { seq: expected_seq, kind, reason, expected, found }),
-            })
+            Some(Broken { seq: expected_seq, kind, reason, expected, found })
         };
 
         // a. Position.
         let seq: i64 = row.get(0)?;
         if u64::try_from(seq).ok() != Some(expected_seq) {
-            return broken(
+            break broken(
                 BreakKind::Sequence,
                 format!(
                     "expected seq {expected_seq}, found seq {seq} (an entry was deleted or inserted)"
@@ -429,7 +512,7 @@ fn walk(
         // b. Link.
         let stored_prev = row.get_ref(n + 1)?;
         if blob(stored_prev) != Some(prev.as_slice()) {
-            return broken(
+            break broken(
                 BreakKind::Link,
                 "chain link broken: prev_hash is not the previous entry's hash".into(),
                 hex::encode(prev),
@@ -437,7 +520,8 @@ fn walk(
             );
         }
 
-        // c. Content.
+        // c. Content: the column types here, the hash on the other thread
+        // (or here, for a stored hash that is no hash at all).
         let mut values = [FieldValue::Integer(0); 28];
         for (i, (slot, kind)) in values.iter_mut().zip(kinds.iter()).enumerate() {
             let value = row.get_ref(i + 1)?;
@@ -445,7 +529,7 @@ fn walk(
                 (FieldValue::Text(_), ValueRef::Text(bytes)) => match std::str::from_utf8(bytes) {
                     Ok(text) => FieldValue::Text(text),
                     Err(_) => {
-                        return broken(
+                        break 'rows broken(
                             BreakKind::FieldType,
                             format!("column {} holds text that is not UTF-8", Entry::FIELDS[i]),
                             "UTF-8 text".into(),
@@ -459,7 +543,7 @@ fn walk(
                         FieldValue::Text(_) => "TEXT",
                         FieldValue::Integer(_) => "INTEGER",
                     };
-                    return broken(
+                    break 'rows broken(
                         BreakKind::FieldType,
                         format!("column {} has the wrong type", Entry::FIELDS[i]),
                         want.into(),
@@ -468,37 +552,68 @@ fn walk(
                 }
             };
         }
-        let computed = hash_fields(chain_id, expected_seq, &prev, values);
         let stored_hash = row.get_ref(n + 2)?;
-        if blob(stored_hash) != Some(computed.as_slice()) {
-            return broken(
+        let Some(hash) = blob(stored_hash).and_then(|b| <[u8; 32]>::try_from(b).ok()) else {
+            break broken(
                 BreakKind::EntryHash,
-                "entry hash mismatch: a stored field was changed".into(),
-                hex::encode(computed),
+                ENTRY_HASH_MISMATCH.into(),
+                hex::encode(hash_fields(chain_id, expected_seq, &prev, values)),
                 show_blob(stored_hash),
             );
-        }
+        };
+        hashed_bytes(chain_id, expected_seq, &prev, values, |b| batch.bytes.extend_from_slice(b));
+        batch.entries.push(Hashable { seq: expected_seq, end: batch.bytes.len(), stored: hash });
 
-        // d. Checkpoints at this seq.
+        // d. Checkpoints at this seq (against the stored hash: see `walk`).
         while let Some(c) = pending.next_if(|c| c.checkpoint.seq <= expected_seq) {
-            if c.checkpoint.head_hash != computed || c.checkpoint.seq != expected_seq {
-                return broken(
+            if c.checkpoint.head_hash != hash || c.checkpoint.seq != expected_seq {
+                break 'rows broken(
                     BreakKind::CheckpointHead,
                     format!(
                         "the checkpoint at seq {} names another head hash than the entry has",
                         c.checkpoint.seq
                     ),
                     hex::encode(c.checkpoint.head_hash),
-                    hex::encode(computed),
+                    hex::encode(hash),
                 );
             }
         }
-        seen(expected_seq, computed);
-        prev = computed;
+        prev = hash;
         expected_seq += 1;
+        if batch.entries.len() == BATCH_ENTRIES {
+            let next = recycled.try_recv().unwrap_or_default();
+            if to_hasher.send(std::mem::replace(&mut batch, next)).is_err() {
+                // The hashing thread found a mismatch and stopped.
+                break None;
+            }
+        }
+    };
+    if !batch.entries.is_empty() {
+        // An error means the hashing thread stopped at a mismatch, which is
+        // the result then.
+        let _ = to_hasher.send(batch);
     }
-    progress(entries, total);
-    Ok(Walked { entries, broken: None })
+    Ok(Walked { entries, broken })
+}
+
+/// The hashing thread's part of [`walk`]: recomputes each entry hash of each
+/// batch in order, stopping at the first that is not the stored one.
+/// Emptied batches go back over `recycle` when it has room.
+fn hash_batches(batches: &Receiver<Batch>, recycle: &SyncSender<Batch>) -> Option<Mismatch> {
+    for mut batch in batches {
+        let mut start = 0;
+        for entry in &batch.entries {
+            let computed: [u8; 32] = Sha256::digest(&batch.bytes[start..entry.end]).into();
+            if computed != entry.stored {
+                return Some(Mismatch { seq: entry.seq, computed, stored: entry.stored });
+            }
+            start = entry.end;
+        }
+        batch.bytes.clear();
+        batch.entries.clear();
+        let _ = recycle.try_send(batch);
+    }
+    None
 }
 
 /// Step 1 for one checkpoint: `None` when it verifies or there is no key

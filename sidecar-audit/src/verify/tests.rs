@@ -253,6 +253,194 @@ fn text_report_names_state_and_counts_with_separators() {
     assert_eq!(thousands(999), "999");
 }
 
+/// The walk split over two threads finds what checking one entry after the
+/// other finds: the same first broken seq, kind, reason, expected and found,
+/// and the same count, for tampering at the first and last entry, at both
+/// sides of batch boundaries, and for two problems in neighbouring batches
+/// where the later one is the kind the reading thread finds first.
+#[test]
+fn two_thread_walk_reports_what_an_entry_by_entry_walk_reports() {
+    let b = BATCH_ENTRIES as u64;
+    let n = 2 * b + 50;
+    let (_d, original) = chain(n as usize, 100);
+    let edit = |seq: u64| format!("UPDATE entries SET from_agent = 'alicf' WHERE seq = {seq};");
+    let link = |seq: u64| format!("UPDATE entries SET prev_hash = zeroblob(32) WHERE seq = {seq};");
+    let retype = |seq: u64| format!("UPDATE entries SET latency_us = 'x' WHERE seq = {seq};");
+    let delete = |seq: u64| format!("DELETE FROM entries WHERE seq = {seq};");
+    let not_utf8 =
+        |seq: u64| format!("UPDATE entries SET node = CAST(x'ff' AS TEXT) WHERE seq = {seq};");
+    let short = |seq: u64| format!("UPDATE entries SET entry_hash = x'00' WHERE seq = {seq};");
+    let head =
+        |seq: u64| format!("UPDATE checkpoints SET head_hash = zeroblob(32) WHERE seq = {seq};");
+    let mut cases: Vec<(String, u64, BreakKind)> = vec![
+        (edit(1), 1, BreakKind::EntryHash),
+        (edit(n), n, BreakKind::EntryHash),
+        (link(n), n, BreakKind::Link),
+        (delete(n), n, BreakKind::CheckpointBeyondHead),
+        (short(1), 1, BreakKind::EntryHash),
+        (head(100), 100, BreakKind::CheckpointHead),
+        // A hash mismatch comes before a checkpoint at the same entry.
+        (edit(200) + &head(200), 200, BreakKind::EntryHash),
+        // Late in one batch, early in the next: the reading thread finds the
+        // second first.
+        (edit(b) + &link(b + 1), b, BreakKind::EntryHash),
+        (edit(b) + &delete(b + 2), b, BreakKind::EntryHash),
+        (edit(b - 1) + &retype(b + 1), b - 1, BreakKind::EntryHash),
+        (edit(2 * b) + &short(2 * b + 1), 2 * b, BreakKind::EntryHash),
+        (edit(b) + &edit(b + 1), b, BreakKind::EntryHash),
+        (edit(b) + &not_utf8(b + 1), b, BreakKind::EntryHash),
+        (not_utf8(b + 1), b + 1, BreakKind::FieldType),
+        // The reading thread's problem is the earlier one.
+        (link(b) + &edit(b - 3), b - 3, BreakKind::EntryHash),
+        (link(b - 1) + &edit(b + 5), b - 1, BreakKind::Link),
+        (retype(b + 1) + &edit(2 * b), b + 1, BreakKind::FieldType),
+    ];
+    for seq in [b - 1, b, b + 1, 2 * b, 2 * b + 1] {
+        cases.push((edit(seq), seq, BreakKind::EntryHash));
+        cases.push((link(seq), seq, BreakKind::Link));
+        cases.push((delete(seq), seq, BreakKind::Sequence));
+    }
+    for (sql, seq, kind) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        std::fs::copy(&original, &path).unwrap();
+        tamper(&path, &sql);
+        let conn = Store::open_read_only(&path).unwrap();
+        let chain_id = read_chain_id(&conn).unwrap();
+        let stored = checkpoints(&conn, &chain_id).unwrap();
+        let head_seq = read_head(&conn).unwrap().seq;
+        let expected = walk_entry_by_entry(&conn, &chain_id, &stored, head_seq);
+        let walked = walk(&conn, &chain_id, &stored, 1, [0; 32], head_seq, &mut |_, _| {}).unwrap();
+        assert_eq!(walked, expected, "{sql}");
+        let report = verify(&path, &Options::default()).unwrap();
+        let broken = report.broken.unwrap_or_else(|| panic!("{sql}: not detected"));
+        assert_eq!((broken.seq, broken.kind), (seq, kind), "{sql}: {broken:?}");
+        if let Some(first) = expected.broken {
+            assert_eq!(broken, first, "{sql}");
+        }
+    }
+}
+
+/// Steps 2a–2d as their definition reads: one entry after the other, each
+/// hash recomputed before the next row is read.
+fn walk_entry_by_entry(
+    conn: &Connection,
+    chain_id: &[u8; 16],
+    stored: &[SignedCheckpoint],
+    head_seq: u64,
+) -> Walked {
+    let names = Entry::FIELDS.join(", ");
+    let sql = format!("SELECT seq, {names}, prev_hash, entry_hash FROM entries ORDER BY seq");
+    let mut stmt = conn.prepare(&sql).unwrap();
+    let mut rows = stmt.query([]).unwrap();
+    let kinds = Entry::default().values().map(|k| matches!(k, FieldValue::Text(_)));
+    let n = Entry::FIELDS.len();
+    let mut pending = stored.iter().peekable();
+    let (mut prev, mut expected_seq, mut entries) = ([0u8; 32], 1u64, 0u64);
+    let walked = |entries, seq, kind, reason: String, expected: String, found: String| Walked {
+        entries,
+        broken: Some(Broken { seq, kind, reason, expected, found }),
+    };
+    while let Some(row) = rows.next().unwrap() {
+        entries += 1;
+        let seq: i64 = row.get(0).unwrap();
+        if seq as u64 != expected_seq {
+            let reason = format!(
+                "expected seq {expected_seq}, found seq {seq} (an entry was deleted or inserted)"
+            );
+            return walked(
+                entries,
+                expected_seq,
+                BreakKind::Sequence,
+                reason,
+                expected_seq.to_string(),
+                seq.to_string(),
+            );
+        }
+        let stored_prev = row.get_ref(n + 1).unwrap();
+        if blob(stored_prev) != Some(prev.as_slice()) {
+            let reason = "chain link broken: prev_hash is not the previous entry's hash".into();
+            return walked(
+                entries,
+                expected_seq,
+                BreakKind::Link,
+                reason,
+                hex::encode(prev),
+                show_blob(stored_prev),
+            );
+        }
+        let mut values = Vec::new();
+        for (i, text) in kinds.iter().enumerate() {
+            match (text, row.get_ref(i + 1).unwrap()) {
+                (true, ValueRef::Text(t)) => match std::str::from_utf8(t) {
+                    Ok(text) => values.push(FieldValue::Text(text)),
+                    Err(_) => {
+                        let reason =
+                            format!("column {} holds text that is not UTF-8", Entry::FIELDS[i]);
+                        let (expected, found) = ("UTF-8 text".into(), hex::encode(t));
+                        return walked(
+                            entries,
+                            expected_seq,
+                            BreakKind::FieldType,
+                            reason,
+                            expected,
+                            found,
+                        );
+                    }
+                },
+                (false, ValueRef::Integer(v)) => values.push(FieldValue::Integer(v)),
+                (true, other) | (false, other) => {
+                    let want = if *text { "TEXT" } else { "INTEGER" };
+                    let reason = format!("column {} has the wrong type", Entry::FIELDS[i]);
+                    let found = format!("{:?}", other.data_type()).to_uppercase();
+                    return walked(
+                        entries,
+                        expected_seq,
+                        BreakKind::FieldType,
+                        reason,
+                        want.into(),
+                        found,
+                    );
+                }
+            }
+        }
+        let computed = hash_fields(chain_id, expected_seq, &prev, values);
+        let stored_hash = row.get_ref(n + 2).unwrap();
+        if blob(stored_hash) != Some(computed.as_slice()) {
+            let reason = "entry hash mismatch: a stored field was changed".into();
+            return walked(
+                entries,
+                expected_seq,
+                BreakKind::EntryHash,
+                reason,
+                hex::encode(computed),
+                show_blob(stored_hash),
+            );
+        }
+        while let Some(c) = pending.next_if(|c| c.checkpoint.seq <= expected_seq) {
+            if c.checkpoint.head_hash != computed || c.checkpoint.seq != expected_seq {
+                let reason = format!(
+                    "the checkpoint at seq {} names another head hash than the entry has",
+                    c.checkpoint.seq
+                );
+                let expected = hex::encode(c.checkpoint.head_hash);
+                return walked(
+                    entries,
+                    expected_seq,
+                    BreakKind::CheckpointHead,
+                    reason,
+                    expected,
+                    hex::encode(computed),
+                );
+            }
+        }
+        prev = computed;
+        expected_seq += 1;
+    }
+    assert!(entries <= head_seq);
+    Walked { entries, broken: None }
+}
+
 /// Recomputes every hash from `seq` on, as an attacker without the key
 /// could.
 fn rehash_from(conn: &Connection, chain_id: &[u8; 16], seq: u64) {
