@@ -154,6 +154,17 @@ impl Entry {
         "refers_to",
     ];
 
+    /// Which of [`Entry::FIELDS`] are text (the others are integers).
+    pub const TEXT: [bool; 28] = {
+        let mut text = [true; 28];
+        text[1] = false; // received_at_ns
+        text[2] = false; // appended_at_ns
+        text[13] = false; // http_status
+        text[14] = false; // latency_us
+        text[22] = false; // delegation_depth
+        text
+    };
+
     /// Builds the entry for a record received now.
     pub fn from_record(record: &AuditRecord, appended_at_ns: i64) -> Entry {
         let findings: Vec<_> = record
@@ -249,8 +260,29 @@ pub fn hash_fields<'a>(
     values: impl IntoIterator<Item = FieldValue<'a>>,
 ) -> [u8; 32] {
     let mut hasher = Sha256::new();
-    hashed_bytes(chain_id, seq, prev_hash, values, |bytes| hasher.update(bytes));
+    let fields = values.into_iter().map(HashedField::from);
+    hashed_bytes(chain_id, seq, prev_hash, fields, |bytes| hasher.update(bytes));
     hasher.finalize().into()
+}
+
+/// A field as [`hashed_bytes`] takes it: a [`FieldValue`] whose text may not
+/// have been checked to be UTF-8 yet (the verifier checks it on another
+/// thread than the one that copies it out of the row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashedField<'a> {
+    /// A text column's bytes.
+    Text(&'a [u8]),
+    /// An integer column.
+    Integer(i64),
+}
+
+impl<'a> From<FieldValue<'a>> for HashedField<'a> {
+    fn from(value: FieldValue<'a>) -> Self {
+        match value {
+            FieldValue::Text(text) => HashedField::Text(text.as_bytes()),
+            FieldValue::Integer(n) => HashedField::Integer(n),
+        }
+    }
 }
 
 /// Hands the bytes an entry hash covers (the module doc), in order, to
@@ -260,7 +292,7 @@ pub fn hashed_bytes<'a>(
     chain_id: &[u8; 16],
     seq: u64,
     prev_hash: &[u8; 32],
-    values: impl IntoIterator<Item = FieldValue<'a>>,
+    fields: impl IntoIterator<Item = HashedField<'a>>,
     mut sink: impl FnMut(&[u8]),
 ) {
     sink(DOMAIN_TAG);
@@ -268,17 +300,39 @@ pub fn hashed_bytes<'a>(
     sink(chain_id);
     sink(&seq.to_be_bytes());
     sink(prev_hash);
-    for value in values {
-        match value {
-            FieldValue::Text(text) => {
+    for field in fields {
+        match field {
+            HashedField::Text(text) => {
                 // A column is at most SQLite's 1 GB limit, far below u32::MAX.
                 let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
                 sink(&len.to_be_bytes());
-                sink(text.as_bytes());
+                sink(text);
             }
-            FieldValue::Integer(n) => sink(&n.to_be_bytes()),
+            HashedField::Integer(n) => sink(&n.to_be_bytes()),
         }
     }
+}
+
+/// The text fields in the bytes [`hashed_bytes`] gave for an entry with
+/// the columns of [`Entry::FIELDS`], as (index in [`Entry::FIELDS`], bytes),
+/// in order. Stops early on bytes that are not such an entry.
+pub fn hashed_texts(hashed: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    const HEADER: usize = 20 + 4 + 16 + 8 + 32;
+    let texts = Entry::TEXT;
+    let mut at = HEADER;
+    (0..Entry::FIELDS.len())
+        .map_while(move |i| {
+            if !texts[i] {
+                at += 8;
+                return Some(None);
+            }
+            let len = hashed.get(at..at + 4)?;
+            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let text = hashed.get(at + 4..at + 4 + len)?;
+            at += 4 + len;
+            Some(Some((i, text)))
+        })
+        .flatten()
 }
 
 /// The `quarantine_sha256` of some content: lowercase hex SHA-256, or the
@@ -314,6 +368,21 @@ mod tests {
         assert_ne!(base, entry.hash(&[0; 16], 2, &[0; 32]), "seq is covered");
         assert_ne!(base, entry.hash(&[0; 16], 1, &[1; 32]), "prev hash is covered");
         assert_eq!(base, entry.clone().hash(&[0; 16], 1, &[0; 32]), "deterministic");
+    }
+
+    #[test]
+    fn text_kinds_and_hashed_texts_follow_the_fields() {
+        let entry = Entry { node: "n".into(), refers_to: "r".into(), ..Default::default() };
+        let kinds = entry.values().map(|v| matches!(v, FieldValue::Text(_)));
+        assert_eq!(kinds, Entry::TEXT);
+        let mut bytes = Vec::new();
+        let fields = entry.values().map(HashedField::from);
+        hashed_bytes(&[3; 16], 9, &[4; 32], fields, |b| bytes.extend_from_slice(b));
+        let texts: Vec<(usize, &[u8])> = hashed_texts(&bytes).collect();
+        assert_eq!(texts.len(), 23);
+        assert_eq!(texts[1], (3, b"n".as_slice()));
+        assert_eq!(texts[22], (27, b"r".as_slice()));
+        assert_eq!(hashed_texts(&bytes[..bytes.len() - 1]).count(), 22, "cut short");
     }
 
     #[test]

@@ -39,7 +39,7 @@ use rusqlite::Connection;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::chain::{hash_fields, hashed_bytes, Entry, FieldValue};
+use crate::chain::{hashed_bytes, hashed_texts, Entry, HashedField};
 use crate::checkpoint::{CheckpointError, CheckpointFile, SignedCheckpoint};
 use crate::store::{checkpoints, read_chain_id, read_head, Store};
 
@@ -392,29 +392,23 @@ struct Hashable {
     stored: [u8; 32],
 }
 
-/// The first entry whose recomputed hash is not the stored one.
-struct Mismatch {
-    seq: u64,
-    computed: [u8; 32],
-    stored: [u8; 32],
-}
-
 /// Steps 2a–2d over the entries from `first_seq` on, linking from `prev`.
 ///
 /// Two threads share the work. This one reads the rows in seq order, checks
-/// what is sequential and cheap (a, b, the column types of c, d) and copies
-/// the bytes each entry hash covers into a [`Batch`]; a second thread
-/// recomputes the hashes (the rest of c). The result is the one an
-/// entry-by-entry walk gives, because:
+/// what is sequential (a, b, d) and the column types (c), and copies the
+/// bytes each entry hash covers into a [`Batch`]; a second thread checks
+/// that the text is UTF-8 and recomputes the hashes (the rest of c). The
+/// result is the one an entry-by-entry walk gives, because:
 /// - b and d compare with the stored hashes, which are the recomputed ones
-///   up to the first mismatch, and a mismatch at an entry comes before
-///   anything b or d find at that entry or later;
+///   up to the first mismatch, and a problem c finds at an entry comes
+///   before anything b or d find at that entry or later;
 /// - the reading thread hands over only the entries before the first problem
 ///   it finds (and that entry too when the problem is d, which an
-///   entry-by-entry walk checks after c), so a mismatch the hashing thread
-///   finds is always the earlier problem;
-/// - a mismatch stops the hashing thread, whose closed channel stops the
-///   reading thread.
+///   entry-by-entry walk checks after c), so what the hashing thread finds
+///   is always the earlier problem; where this thread finds a problem in c
+///   itself, it checks the UTF-8 of the columns before it first;
+/// - the hashing thread stops at its first problem, and its closed channel
+///   stops the reading thread.
 fn walk(
     conn: &Connection,
     chain_id: &[u8; 16],
@@ -438,19 +432,10 @@ fn walk(
             &recycled,
         );
         drop(to_hasher);
-        let mismatch = hasher.join().map_err(|_| anyhow!("the hashing thread panicked"))?;
+        let hashed = hasher.join().map_err(|_| anyhow!("the hashing thread panicked"))?;
         let read = read?;
-        if let Some(m) = mismatch {
-            return Ok(Walked {
-                entries: m.seq - first_seq + 1,
-                broken: Some(Broken {
-                    seq: m.seq,
-                    kind: BreakKind::EntryHash,
-                    reason: ENTRY_HASH_MISMATCH.into(),
-                    expected: hex::encode(m.computed),
-                    found: hex::encode(m.stored),
-                }),
-            });
+        if let Some(broken) = hashed {
+            return Ok(Walked { entries: broken.seq - first_seq + 1, broken: Some(broken) });
         }
         if read.broken.is_none() {
             progress(read.entries, head_seq.saturating_sub(first_seq) + 1);
@@ -458,8 +443,6 @@ fn walk(
         Ok(read)
     })
 }
-
-const ENTRY_HASH_MISMATCH: &str = "entry hash mismatch: a stored field was changed";
 
 /// The reading thread's part of [`walk`]: every step but the hashing, which
 /// it sends to `to_hasher` in batches (reusing the ones `recycled` brings
@@ -479,8 +462,6 @@ fn read_entries(
     ))?;
     let mut rows = stmt.query([first_seq as i64])?;
     let total = head_seq.saturating_sub(first_seq) + 1;
-    let template = Entry::default();
-    let kinds = template.values();
     let n = Entry::FIELDS.len();
     let mut pending = stored.iter().filter(|c| c.checkpoint.seq >= first_seq).peekable();
     let mut expected_seq = first_seq;
@@ -520,33 +501,23 @@ fn read_entries(
             );
         }
 
-        // c. Content: the column types here, the hash on the other thread
-        // (or here, for a stored hash that is no hash at all).
-        let mut values = [FieldValue::Integer(0); 28];
-        for (i, (slot, kind)) in values.iter_mut().zip(kinds.iter()).enumerate() {
+        // c. Content: the column types here; that text is UTF-8 and the
+        // hash on the other thread (or here, when this entry is broken
+        // anyway, so that the first problem in it is the one reported).
+        let mut values = [HashedField::Integer(0); 28];
+        for (i, (slot, text)) in values.iter_mut().zip(Entry::TEXT).enumerate() {
             let value = row.get_ref(i + 1)?;
-            *slot = match (kind, value) {
-                (FieldValue::Text(_), ValueRef::Text(bytes)) => match std::str::from_utf8(bytes) {
-                    Ok(text) => FieldValue::Text(text),
-                    Err(_) => {
-                        break 'rows broken(
-                            BreakKind::FieldType,
-                            format!("column {} holds text that is not UTF-8", Entry::FIELDS[i]),
-                            "UTF-8 text".into(),
-                            hex::encode(bytes),
-                        )
+            *slot = match (text, value) {
+                (true, ValueRef::Text(bytes)) => HashedField::Text(bytes),
+                (false, ValueRef::Integer(v)) => HashedField::Integer(v),
+                (_, other) => {
+                    if let Some(problem) = first_not_utf8(expected_seq, &values[..i]) {
+                        break 'rows Some(problem);
                     }
-                },
-                (FieldValue::Integer(_), ValueRef::Integer(v)) => FieldValue::Integer(v),
-                (kind, other) => {
-                    let want = match kind {
-                        FieldValue::Text(_) => "TEXT",
-                        FieldValue::Integer(_) => "INTEGER",
-                    };
                     break 'rows broken(
                         BreakKind::FieldType,
                         format!("column {} has the wrong type", Entry::FIELDS[i]),
-                        want.into(),
+                        if text { "TEXT" } else { "INTEGER" }.into(),
                         format!("{:?}", other.data_type()).to_uppercase(),
                     );
                 }
@@ -554,12 +525,13 @@ fn read_entries(
         }
         let stored_hash = row.get_ref(n + 2)?;
         let Some(hash) = blob(stored_hash).and_then(|b| <[u8; 32]>::try_from(b).ok()) else {
-            break broken(
-                BreakKind::EntryHash,
-                ENTRY_HASH_MISMATCH.into(),
-                hex::encode(hash_fields(chain_id, expected_seq, &prev, values)),
-                show_blob(stored_hash),
-            );
+            if let Some(problem) = first_not_utf8(expected_seq, &values) {
+                break Some(problem);
+            }
+            let mut bytes = Vec::new();
+            hashed_bytes(chain_id, expected_seq, &prev, values, |b| bytes.extend_from_slice(b));
+            let computed: [u8; 32] = Sha256::digest(&bytes).into();
+            break Some(hash_mismatch(expected_seq, computed, show_blob(stored_hash)));
         };
         hashed_bytes(chain_id, expected_seq, &prev, values, |b| batch.bytes.extend_from_slice(b));
         batch.entries.push(Hashable { seq: expected_seq, end: batch.bytes.len(), stored: hash });
@@ -583,29 +555,36 @@ fn read_entries(
         if batch.entries.len() == BATCH_ENTRIES {
             let next = recycled.try_recv().unwrap_or_default();
             if to_hasher.send(std::mem::replace(&mut batch, next)).is_err() {
-                // The hashing thread found a mismatch and stopped.
+                // The hashing thread found a problem and stopped.
                 break None;
             }
         }
     };
     if !batch.entries.is_empty() {
-        // An error means the hashing thread stopped at a mismatch, which is
+        // An error means the hashing thread stopped at a problem, which is
         // the result then.
         let _ = to_hasher.send(batch);
     }
     Ok(Walked { entries, broken })
 }
 
-/// The hashing thread's part of [`walk`]: recomputes each entry hash of each
-/// batch in order, stopping at the first that is not the stored one.
-/// Emptied batches go back over `recycle` when it has room.
-fn hash_batches(batches: &Receiver<Batch>, recycle: &SyncSender<Batch>) -> Option<Mismatch> {
+/// The hashing thread's part of [`walk`]: checks that each entry's text is
+/// UTF-8 and recomputes its hash, batch after batch in order, stopping at
+/// the first entry where either fails. Emptied batches go back over
+/// `recycle` when it has room.
+fn hash_batches(batches: &Receiver<Batch>, recycle: &SyncSender<Batch>) -> Option<Broken> {
     for mut batch in batches {
         let mut start = 0;
         for entry in &batch.entries {
-            let computed: [u8; 32] = Sha256::digest(&batch.bytes[start..entry.end]).into();
+            let hashed = &batch.bytes[start..entry.end];
+            for (column, text) in hashed_texts(hashed) {
+                if std::str::from_utf8(text).is_err() {
+                    return Some(not_utf8(entry.seq, column, text));
+                }
+            }
+            let computed: [u8; 32] = Sha256::digest(hashed).into();
             if computed != entry.stored {
-                return Some(Mismatch { seq: entry.seq, computed, stored: entry.stored });
+                return Some(hash_mismatch(entry.seq, computed, hex::encode(entry.stored)));
             }
             start = entry.end;
         }
@@ -614,6 +593,37 @@ fn hash_batches(batches: &Receiver<Batch>, recycle: &SyncSender<Batch>) -> Optio
         let _ = recycle.try_send(batch);
     }
     None
+}
+
+/// The first text among `values` (the first columns of the entry at `seq`)
+/// that is not UTF-8.
+fn first_not_utf8(seq: u64, values: &[HashedField<'_>]) -> Option<Broken> {
+    values.iter().enumerate().find_map(|(column, value)| match value {
+        HashedField::Text(text) if std::str::from_utf8(text).is_err() => {
+            Some(not_utf8(seq, column, text))
+        }
+        _ => None,
+    })
+}
+
+fn not_utf8(seq: u64, column: usize, text: &[u8]) -> Broken {
+    Broken {
+        seq,
+        kind: BreakKind::FieldType,
+        reason: format!("column {} holds text that is not UTF-8", Entry::FIELDS[column]),
+        expected: "UTF-8 text".into(),
+        found: hex::encode(text),
+    }
+}
+
+fn hash_mismatch(seq: u64, computed: [u8; 32], found: String) -> Broken {
+    Broken {
+        seq,
+        kind: BreakKind::EntryHash,
+        reason: "entry hash mismatch: a stored field was changed".into(),
+        expected: hex::encode(computed),
+        found,
+    }
 }
 
 /// Step 1 for one checkpoint: `None` when it verifies or there is no key

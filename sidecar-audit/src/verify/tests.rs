@@ -2,6 +2,8 @@ use ed25519_dalek::{Signer, SigningKey};
 use rusqlite::Connection;
 use warrant_wire::AuditRecord;
 
+use crate::chain::{hash_fields, FieldValue};
+
 use super::*;
 
 fn key() -> SigningKey {
@@ -290,6 +292,11 @@ fn two_thread_walk_reports_what_an_entry_by_entry_walk_reports() {
         (edit(b) + &edit(b + 1), b, BreakKind::EntryHash),
         (edit(b) + &not_utf8(b + 1), b, BreakKind::EntryHash),
         (not_utf8(b + 1), b + 1, BreakKind::FieldType),
+        (not_utf8(n), n, BreakKind::FieldType),
+        // Within one entry, the first column's problem, wherever found.
+        (not_utf8(b) + &retype(b), b, BreakKind::FieldType),
+        (not_utf8(1) + &short(1), 1, BreakKind::FieldType),
+        (not_utf8(100) + &head(100), 100, BreakKind::FieldType),
         // The reading thread's problem is the earlier one.
         (link(b) + &edit(b - 3), b - 3, BreakKind::EntryHash),
         (link(b - 1) + &edit(b + 5), b - 1, BreakKind::Link),
