@@ -8,13 +8,14 @@
 // WASI preview 1 from `node:wasi`: clocks, random_get, stdout/stderr,
 // arguments, environment, and the repository directory at its own absolute
 // path, so tests that read fixtures through `CARGO_MANIFEST_DIR` find them.
-// (node:wasi is no sandbox: run only our own tests with it.)
+// (node:wasi is no sandbox: run only our own tests with it.) Run it through
+// scripts/wasm-test-runner, which gives Node the flag that keeps it from
+// crashing on tests that grow their memory a lot (see there).
 //
 // Why not wasm-bindgen-test: it targets wasm32-unknown-unknown with JS glue,
 // not the wasm32-wasip1 target the filter ships as, so it would test a
 // different build (see envoy/README.md, "How this directory is tested").
 
-import { writeSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { argv, env, exit } from "node:process";
@@ -35,34 +36,13 @@ const wasi = new WASI({
   preopens: { [repository]: repository },
   returnOnExit: true,
 });
-// The status the test binary exits with, written to file descriptor 3 when
-// the caller opened one (scripts/wasm-test-runner does): Node 20 sometimes
-// crashes (SIGSEGV inside V8) while it tears down after such a binary has
-// finished, which would otherwise hide the binary's own verdict. The status
-// is taken where the binary gives it: at `proc_exit`, or when `_start`
-// returns.
-const report = (code) => {
-  try {
-    writeSync(3, `${code}\n`);
-  } catch {
-    // No descriptor 3: run without the wrapper.
-  }
-};
 const imports = wasi.getImportObject();
-const wasiImports = imports.wasi_snapshot_preview1;
-const procExit = wasiImports.proc_exit;
-wasiImports.proc_exit = (code) => {
-  report(code);
-  return procExit(code);
-};
 const module = await WebAssembly.compile(await readFile(file));
 const instance = await WebAssembly.instantiate(module, imports);
 // A test that fails panics, and panics abort on wasm32-wasip1: V8 reports
 // the `unreachable` trap as an exception, which fails the run.
 try {
-  const code = wasi.start(instance);
-  report(code);
-  exit(code);
+  exit(wasi.start(instance));
 } catch (error) {
   console.error(`wasm-test-runner: ${file}: ${error}`);
   exit(101);
