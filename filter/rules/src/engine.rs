@@ -88,9 +88,10 @@ pub struct Engine {
     patterns: Vec<CompiledPattern>,
     /// Folded literals of all patterns; `None` when no pattern has one.
     prefilter: Option<AhoCorasick>,
-    /// For each prefilter literal, the patterns that require it, and which
-    /// of their literal sets it belongs to.
-    literal_patterns: Vec<Vec<(u32, u8)>>,
+    /// For each prefilter literal, the patterns that require it or start
+    /// with it, entries split by what a hit of the literal does, with the
+    /// targets of the entry's rule (so that a hit needs no lookups).
+    literal_hits: Vec<LiteralHits>,
     /// Patterns without a usable literal: searched in every text.
     unfiltered: Vec<u32>,
     /// Per sender, the categories that block.
@@ -346,10 +347,10 @@ impl Engine {
         kind: ContentKind,
         only: Option<u32>,
     ) -> Vec<RawFinding> {
-        let hits = self.candidates(text, kind, only);
+        let Candidates { slots: hits, rules } = self.candidates(text, kind, only);
         let mut found = Vec::new();
-        for (index, rule) in self.rules.iter().enumerate() {
-            let Ok(index) = u32::try_from(index) else { break };
+        for index in rules {
+            let Some(rule) = self.rules.get(index as usize) else { continue };
             if only.is_some_and(|o| o != index) || !rule.targets.contains(kind) {
                 continue;
             }
@@ -393,9 +394,12 @@ impl Engine {
 
     /// For each pattern: `None` if it cannot match `text`, else where to
     /// search.
-    fn candidates(&self, text: &str, kind: ContentKind, only: Option<u32>) -> Vec<Option<Hits>> {
+    fn candidates(&self, text: &str, kind: ContentKind, only: Option<u32>) -> Candidates {
         let mut hits: Vec<Option<Hits>> = Vec::new();
         hits.resize_with(self.patterns.len(), || None);
+        // Patterns whose slot was filled, so that the work after the pass
+        // is proportional to them rather than to the library.
+        let mut touched: Vec<u32> = Vec::new();
         let applies = |pattern: u32| -> Option<&CompiledPattern> {
             let entry = self.patterns.get(pattern as usize)?;
             let rule = self.rules.get(entry.rule as usize)?;
@@ -410,9 +414,12 @@ impl Engine {
             }
             if let Some(slot) = hits.get_mut(pattern as usize) {
                 *slot = Some(Hits { whole: true, ..Hits::default() });
+                touched.push(pattern);
             }
         }
-        let Some(prefilter) = &self.prefilter else { return hits };
+        let Some(prefilter) = &self.prefilter else {
+            return Candidates::new(hits, touched, &self.patterns);
+        };
 
         // ASCII text is searched as is (the automaton ignores ASCII case);
         // other text is folded the way the literals were. Folding keeps
@@ -426,6 +433,7 @@ impl Engine {
         };
         let mut line: u32 = 1;
         let mut counted = 0;
+        let mut literal_seen = vec![0u64; self.literal_hits.len().div_ceil(64)];
         for found in prefilter.find_overlapping_iter(haystack) {
             // The line of the hit's last byte, counted only when a
             // single-line pattern needs it (hits come in order of their
@@ -441,37 +449,63 @@ impl Engine {
                 }
                 line
             };
-            let Some(patterns) = self.literal_patterns.get(found.pattern().as_usize()) else {
-                continue;
-            };
-            for &(pattern, set) in patterns {
-                let Some(entry) = applies(pattern) else { continue };
-                let Some(slot) = hits.get_mut(pattern as usize) else { continue };
-                if set == START_SET {
-                    // Offsets in `text` only when it was not folded.
-                    if ascii {
-                        slot.get_or_insert_with(Hits::default).starts.push(found.start());
+            let literal = found.pattern().as_usize();
+            let Some(entries) = self.literal_hits.get(literal) else { continue };
+            let wanted =
+                |e: &LiteralHit| e.targets.contains(kind) && only.is_none_or(|o| o == e.rule);
+            // What `once` entries do is the same at every occurrence, so
+            // only the first one of each literal counts.
+            let (word, bit) = (literal / 64, 1u64 << (literal % 64));
+            if literal_seen.get(word).is_some_and(|w| w & bit == 0) {
+                if let Some(w) = literal_seen.get_mut(word) {
+                    *w |= bit;
+                }
+                for e in &entries.once {
+                    if !wanted(e) {
+                        continue;
                     }
+                    let Some(slot) = slot_of(&mut hits, &mut touched, e.pattern) else { continue };
+                    slot.seen |= 1 << e.set;
+                    if !e.single_line {
+                        slot.whole = true;
+                    }
+                }
+            }
+            for e in &entries.lines {
+                if !wanted(e) {
                     continue;
                 }
-                let slot = slot.get_or_insert_with(Hits::default);
-                slot.seen |= 1 << set;
+                let Some(slot) = slot_of(&mut hits, &mut touched, e.pattern) else { continue };
+                slot.seen |= 1;
                 // Lines come from the best set: every match is on a line
                 // holding one of its strings.
-                if !entry.single_line {
-                    slot.whole = true;
-                } else if set == 0 && !slot.whole {
+                if !slot.whole {
                     let line = line_of_hit();
                     if slot.lines.last() != Some(&line) {
                         slot.lines.push(line);
                     }
                 }
             }
+            // Offsets in `text` only when it was not folded.
+            if ascii {
+                for e in &entries.starts {
+                    if !wanted(e) {
+                        continue;
+                    }
+                    let Some(slot) = slot_of(&mut hits, &mut touched, e.pattern) else { continue };
+                    slot.starts.push(found.start());
+                }
+            }
         }
 
         // A pattern is a candidate only if a string of every one of its
         // literal sets occurs somewhere.
-        for (slot, entry) in hits.iter_mut().zip(&self.patterns) {
+        for &pattern in &touched {
+            let (Some(slot), Some(entry)) =
+                (hits.get_mut(pattern as usize), self.patterns.get(pattern as usize))
+            else {
+                continue;
+            };
             let complete = slot.as_ref().is_some_and(|h| h.seen == entry.sets_mask());
             if !complete {
                 *slot = None;
@@ -486,7 +520,7 @@ impl Engine {
                 }
             }
         }
-        hits
+        Candidates::new(hits, touched, &self.patterns)
     }
 
     /// `match_mode: any`: the first match on each line, over the patterns in
@@ -704,6 +738,72 @@ struct Literals {
     starts: Vec<String>,
 }
 
+/// The slot of `pattern`, made (and recorded in `touched`) if it was empty.
+fn slot_of<'a>(
+    hits: &'a mut [Option<Hits>],
+    touched: &mut Vec<u32>,
+    pattern: u32,
+) -> Option<&'a mut Hits> {
+    let slot = hits.get_mut(pattern as usize)?;
+    if slot.is_none() {
+        touched.push(pattern);
+    }
+    Some(slot.get_or_insert_with(Hits::default))
+}
+
+/// The outcome of the prefilter pass over one text.
+#[derive(Debug)]
+struct Candidates {
+    /// For each pattern: `None` if it cannot match the text, else where to
+    /// search.
+    slots: Vec<Option<Hits>>,
+    /// The rules with at least one candidate pattern, ascending.
+    rules: Vec<u32>,
+}
+
+impl Candidates {
+    fn new(
+        slots: Vec<Option<Hits>>,
+        touched: Vec<u32>,
+        patterns: &[CompiledPattern],
+    ) -> Candidates {
+        let mut rules: Vec<u32> = touched
+            .iter()
+            .filter(|&&p| slots.get(p as usize).is_some_and(Option::is_some))
+            .filter_map(|&p| patterns.get(p as usize).map(|entry| entry.rule))
+            .collect();
+        rules.sort_unstable();
+        rules.dedup();
+        Candidates { slots, rules }
+    }
+}
+
+/// What a hit of one prefilter literal does, split by how often it
+/// matters.
+#[derive(Debug, Default)]
+struct LiteralHits {
+    /// Entries for which only the literal's first occurrence matters: a
+    /// required set other than a single-line pattern's best one.
+    once: Vec<LiteralHit>,
+    /// The best set of single-line patterns: every occurrence adds its
+    /// line.
+    lines: Vec<LiteralHit>,
+    /// Start literals: every occurrence adds its offset.
+    starts: Vec<LiteralHit>,
+}
+
+/// One pattern a prefilter literal belongs to.
+#[derive(Debug, Clone, Copy)]
+struct LiteralHit {
+    pattern: u32,
+    /// The rule of the pattern, and the content kinds it applies to.
+    rule: u32,
+    targets: TargetSet,
+    /// The literal set (`START_SET` for a start literal).
+    set: u8,
+    single_line: bool,
+}
+
 /// Where one candidate pattern has to be searched.
 #[derive(Debug, Default)]
 struct Hits {
@@ -843,11 +943,36 @@ impl Builder {
             prefilter_bytes: prefilter.as_ref().map_or(0, AhoCorasick::memory_usage),
             ..self.report
         };
+        let literal_hits = self
+            .literal_patterns
+            .iter()
+            .map(|entries| {
+                let mut hits = LiteralHits::default();
+                for &(pattern, set) in entries {
+                    let Some(compiled) = self.patterns.get(pattern as usize) else { continue };
+                    let Some(rule) = self.rules.get(compiled.rule as usize) else { continue };
+                    let single_line = compiled.single_line;
+                    let hit = LiteralHit {
+                        pattern,
+                        rule: compiled.rule,
+                        targets: rule.targets,
+                        set,
+                        single_line,
+                    };
+                    match set {
+                        START_SET => hits.starts.push(hit),
+                        0 if single_line => hits.lines.push(hit),
+                        _ => hits.once.push(hit),
+                    }
+                }
+                hits
+            })
+            .collect();
         Ok(Engine {
             rules: self.rules,
             patterns: self.patterns,
             prefilter,
-            literal_patterns: self.literal_patterns,
+            literal_hits,
             unfiltered: self.unfiltered,
             agents,
             redactor: Redactor::new(),
@@ -897,7 +1022,7 @@ mod tests {
         for text in &texts {
             let lines = LineIndex::new(text);
             for kind in ContentKind::ALL {
-                let mut hits = engine.candidates(text, kind, None);
+                let mut hits = engine.candidates(text, kind, None).slots;
                 for index in 0..hits.len() {
                     let Some(slot) = hits.get(index) else { continue };
                     if !slot.as_ref().is_some_and(|h| h.anchored) {
