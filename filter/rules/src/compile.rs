@@ -645,7 +645,10 @@ fn cross(left: &Set, right: &Set) -> Option<Set> {
             if a.len() + b.len() > MAX_STRING {
                 return None;
             }
-            out.insert(format!("{a}{b}"));
+            let mut joined = String::with_capacity(a.len() + b.len());
+            joined.push_str(a);
+            joined.push_str(b);
+            out.insert(joined);
         }
     }
     Some(out)
