@@ -53,6 +53,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
+use std::sync::Mutex;
 
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::nfa::contiguous::NFA;
@@ -100,6 +101,8 @@ pub struct Engine {
     agents: BTreeMap<String, BTreeSet<String>>,
     redactor: Redactor,
     report: CompileReport,
+    /// Prefilter buffers kept between scans.
+    scratch: Mutex<Vec<Scratch>>,
 }
 
 /// What an [`Engine`] was built from; printed by `warrant-audit rules
@@ -349,9 +352,10 @@ impl Engine {
         kind: ContentKind,
         only: Option<u32>,
     ) -> Vec<RawFinding> {
-        let Candidates { slots: hits, rules } = self.candidates(text, kind, only);
+        let candidates = self.candidates(text, kind, only);
+        let hits = &candidates.scratch.slots;
         let mut found = Vec::new();
-        for index in rules {
+        for &index in &candidates.rules {
             let Some(rule) = self.rules.get(index as usize) else { continue };
             if only.is_some_and(|o| o != index) || !rule.targets.contains(kind) {
                 continue;
@@ -391,17 +395,44 @@ impl Engine {
                 }
             }
         }
+        self.recycle(candidates.scratch);
         found
+    }
+
+    /// Buffers for a prefilter pass: kept ones if there are (allocating
+    /// and clearing them was a large part of a small scan inside V8).
+    fn scratch(&self) -> Scratch {
+        let kept = self.scratch.lock().ok().and_then(|mut kept| kept.pop());
+        kept.unwrap_or_else(|| {
+            let mut slots = Vec::new();
+            slots.resize_with(self.patterns.len(), || None);
+            let seen = vec![0; self.literal_hits.len().div_ceil(64)];
+            Scratch { slots, touched: Vec::new(), seen }
+        })
+    }
+
+    /// Clears `scratch` and keeps it for the next pass.
+    fn recycle(&self, mut scratch: Scratch) {
+        for &pattern in &scratch.touched {
+            if let Some(slot) = scratch.slots.get_mut(pattern as usize) {
+                *slot = None;
+            }
+        }
+        scratch.touched.clear();
+        scratch.seen.fill(0);
+        if let Ok(mut kept) = self.scratch.lock() {
+            if kept.len() < MAX_KEPT_SCRATCH {
+                kept.push(scratch);
+            }
+        }
     }
 
     /// For each pattern: `None` if it cannot match `text`, else where to
     /// search.
     fn candidates(&self, text: &str, kind: ContentKind, only: Option<u32>) -> Candidates {
-        let mut hits: Vec<Option<Hits>> = Vec::new();
-        hits.resize_with(self.patterns.len(), || None);
-        // Patterns whose slot was filled, so that the work after the pass
-        // is proportional to them rather than to the library.
-        let mut touched: Vec<u32> = Vec::new();
+        // `touched`: patterns whose slot was filled, so that the work after
+        // the pass is proportional to them rather than to the library.
+        let Scratch { slots: mut hits, mut touched, seen: mut literal_seen } = self.scratch();
         let applies = |pattern: u32| -> Option<&CompiledPattern> {
             let entry = self.patterns.get(pattern as usize)?;
             let rule = self.rules.get(entry.rule as usize)?;
@@ -420,7 +451,10 @@ impl Engine {
             }
         }
         let Some(prefilter) = &self.prefilter else {
-            return Candidates::new(hits, touched, &self.patterns);
+            return Candidates::new(
+                Scratch { slots: hits, touched, seen: literal_seen },
+                &self.patterns,
+            );
         };
 
         // ASCII text is searched as is (the automaton ignores ASCII case);
@@ -435,9 +469,11 @@ impl Engine {
         };
         let mut line: u32 = 1;
         let mut counted = 0;
-        let mut literal_seen = vec![0u64; self.literal_hits.len().div_ceil(64)];
         let Some(occurrences) = Occurrences::new(prefilter, haystack) else {
-            return Candidates::new(hits, touched, &self.patterns);
+            return Candidates::new(
+                Scratch { slots: hits, touched, seen: literal_seen },
+                &self.patterns,
+            );
         };
         for found in occurrences {
             // The line of the hit's last byte, counted only when a
@@ -525,7 +561,7 @@ impl Engine {
                 }
             }
         }
-        Candidates::new(hits, touched, &self.patterns)
+        Candidates::new(Scratch { slots: hits, touched, seen: literal_seen }, &self.patterns)
     }
 
     /// `match_mode: any`: the first match on each line, over the patterns in
@@ -810,30 +846,43 @@ impl Iterator for Occurrences<'_> {
     }
 }
 
-/// The outcome of the prefilter pass over one text.
-#[derive(Debug)]
-struct Candidates {
+/// The buffers of one prefilter pass. Between passes (in
+/// `Engine::scratch`) every slot is `None`, `touched` is empty and `seen`
+/// is all zero.
+#[derive(Debug, Default)]
+struct Scratch {
     /// For each pattern: `None` if it cannot match the text, else where to
     /// search.
     slots: Vec<Option<Hits>>,
+    /// The patterns whose slot was filled during the pass.
+    touched: Vec<u32>,
+    /// A bit per prefilter literal: whether it occurred yet.
+    seen: Vec<u64>,
+}
+
+/// Most `Scratch`es an engine keeps (one per scan running at once).
+const MAX_KEPT_SCRATCH: usize = 4;
+
+/// The outcome of the prefilter pass over one text.
+#[derive(Debug)]
+struct Candidates {
+    scratch: Scratch,
     /// The rules with at least one candidate pattern, ascending.
     rules: Vec<u32>,
 }
 
 impl Candidates {
-    fn new(
-        slots: Vec<Option<Hits>>,
-        touched: Vec<u32>,
-        patterns: &[CompiledPattern],
-    ) -> Candidates {
-        let mut rules: Vec<u32> = touched
+    fn new(scratch: Scratch, patterns: &[CompiledPattern]) -> Candidates {
+        let slots = &scratch.slots;
+        let mut rules: Vec<u32> = scratch
+            .touched
             .iter()
             .filter(|&&p| slots.get(p as usize).is_some_and(Option::is_some))
             .filter_map(|&p| patterns.get(p as usize).map(|entry| entry.rule))
             .collect();
         rules.sort_unstable();
         rules.dedup();
-        Candidates { slots, rules }
+        Candidates { scratch, rules }
     }
 }
 
@@ -1037,6 +1086,7 @@ impl Builder {
             agents,
             redactor: Redactor::new(),
             report,
+            scratch: Mutex::new(Vec::new()),
         })
     }
 }
@@ -1110,7 +1160,7 @@ mod tests {
         for text in &texts {
             let lines = LineIndex::new(text);
             for kind in ContentKind::ALL {
-                let mut hits = engine.candidates(text, kind, None).slots;
+                let mut hits = engine.candidates(text, kind, None).scratch.slots;
                 for index in 0..hits.len() {
                     let Some(slot) = hits.get(index) else { continue };
                     if !slot.as_ref().is_some_and(|h| h.anchored) {
