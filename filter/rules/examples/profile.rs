@@ -13,8 +13,9 @@
 //! prose as a message), body size in bytes, scans, and `lazy` to build
 //! automata on first use as a VM does (else all are built first).
 //!
-//! It also builds for `wasm32-wasip1`, to run inside V8 with Node's WASI
-//! (see `rules/README.md`, Performance). It prints the
+//! It also builds for `wasm32-wasip1`, to run inside V8 with Node's WASI,
+//! with Envoy's V8 flags `--no-liftoff --no-wasm-lazy-compilation` (see
+//! `rules/README.md`, Performance). It prints the
 //! findings of one scan, so a change that alters results shows.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
