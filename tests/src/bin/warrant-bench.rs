@@ -4,8 +4,11 @@
 //!
 //! ```text
 //! warrant-bench [--quick] [--reps N] [--seconds S] [--out FILE] [--dir DIR] [--concurrency N]
-//!               [--criterion NAME=FILE]... [--command TEXT]
+//!               [--criterion NAME=FILE]... [--command TEXT] [--only chains]
 //! ```
+//!
+//! `--only chains` starts only the Warrant stack of step 4b (no baseline, no
+//! start-up timing, no saturation or size runs, no memory) and runs step 4b.
 //!
 //! What it does, in order:
 //! 1. checks which audit modes the built filter accepts (`audit.mode`
@@ -20,8 +23,9 @@
 //!    `tools/call`, signed envelope; both with a 2-hop delegation chain),
 //!    repeats: for each configuration, in an order that rotates every
 //!    repetition, a `wrk` saturation run and then a fixed-rate open-loop run;
-//!    then, on one Warrant stack, signed envelopes without a chain, with a
-//!    cached 3-hop chain and with a new 3-hop chain per request;
+//!    then (4b), on one Warrant stack, signed envelopes without a chain,
+//!    with a cached 3-hop chain and with a new 3-hop chain per request,
+//!    interleaved in one run per repetition;
 //! 5. reads each VM's linear memory from `/proc/PID/smaps`;
 //! 6. prints the table (and writes it to `--out`).
 
@@ -106,6 +110,10 @@ fn main() {
     if modes.async_mode {
         setups.push(Setup::Async);
     }
+    if args.only_chains {
+        // The stack chain_cost picks: async when available, else sync.
+        setups = vec![if modes.async_mode { Setup::Async } else { Setup::Sync }];
+    }
     let mode_of = |setup: Setup| match setup {
         Setup::Baseline => None,
         Setup::Sync | Setup::SyncNormal => modes.sync_mode.then_some("sync"),
@@ -119,7 +127,8 @@ fn main() {
     bench::render(Setup::Sync, &filter_config, ports, &cast.patch(mode_of(Setup::Sync)));
     bench::render(Setup::Baseline, &baseline_config, ports, &cast.patch(None));
     let (mut validate_filter, mut validate_base) = (Vec::new(), Vec::new());
-    for _ in 0..plan.validate_reps {
+    let validate_reps = if args.only_chains { 0 } else { plan.validate_reps };
+    for _ in 0..validate_reps {
         let (ok_f, t_f) = bench::time_validate(&filter_config);
         let (ok_b, t_b) = bench::time_validate(&baseline_config);
         assert!(ok_f && ok_b, "envoy --mode validate failed on the bench configs");
@@ -154,7 +163,8 @@ fn main() {
     let mut runs: BTreeMap<(Cell, Setup), Vec<Run>> = BTreeMap::new();
     let total_cells = SIZES.len() * TRAFFIC.len() * plan.reps * setups.len();
     let mut done = 0;
-    for (size_index, (size_name, size, rate)) in SIZES.iter().enumerate() {
+    let sizes = if args.only_chains { &SIZES[..0] } else { &SIZES[..] };
+    for (size_index, (size_name, size, rate)) in sizes.iter().enumerate() {
         for traffic in TRAFFIC {
             for rep in 0..plan.reps {
                 let mut order = setups.clone();
@@ -214,15 +224,17 @@ fn main() {
 
     // 5. Memory, after all the traffic.
     let mut memory = BTreeMap::new();
-    for stack in &stacks {
+    for stack in stacks.iter().filter(|_| !args.only_chains) {
         let pid = stack.envoy.process.pid();
         memory.insert(stack.setup, (bench::rss(pid), bench::wasm_memories(pid)));
     }
 
     // 6. The table.
-    report.e2e(&plan, &setups, &runs);
-    report.startup(&validate_filter, &validate_base, &configure_ms, &first_request);
-    report.memory(&memory, args.concurrency);
+    if !args.only_chains {
+        report.e2e(&plan, &setups, &runs);
+        report.startup(&validate_filter, &validate_base, &configure_ms, &first_request);
+        report.memory(&memory, args.concurrency);
+    }
     report.chains(&chain_runs);
     report.components(&args.criterion, modes.async_mode);
     let text = report.render(&args, &plan, started.elapsed());
@@ -258,13 +270,17 @@ impl ChainCase {
     }
 }
 
-/// The fixed request rate of the chain runs.
+/// The fixed request rate of the chain runs, all cases together.
 const CHAIN_RATE: f64 = 100.0;
 
-/// Signed 1 KiB envelopes at [`CHAIN_RATE`] through one Warrant stack (audit
-/// async when available, else sync), without a chain, with one cached
-/// 3-hop chain, and with a fresh 3-hop chain per request; the cases rotate
-/// between repetitions. Returns the runs by case.
+/// Signed 1 KiB envelopes through one Warrant stack (audit async when
+/// available, else sync), without a chain, with one cached 3-hop chain, and
+/// with a fresh 3-hop chain per request, **interleaved in one run**: request
+/// `i` of a run is case `i mod 3`, so the three cases share the same moments,
+/// connections and machine load, and drift between runs (the main noise on
+/// a shared machine) cancels out of their difference. Each repetition is one
+/// run of 3 × the latency length at [`CHAIN_RATE`] in total, so every case
+/// gets as many samples as a run of its own would. Returns the runs by case.
 fn chain_cost(
     stacks: &[BenchStack],
     cast: &Cast,
@@ -275,54 +291,63 @@ fn chain_cost(
         .find(|s| s.setup == Setup::Async)
         .or_else(|| stacks.iter().find(|s| s.setup == Setup::Sync))
         .expect("a Warrant stack");
+    let cases = ChainCase::ALL.len();
     let mut runs: BTreeMap<ChainCase, Vec<Run>> = BTreeMap::new();
-    let per_run = (CHAIN_RATE * plan.latency.as_secs_f64()) as usize + 64;
+    let duration = plan.latency * cases as u32;
+    let slots = (CHAIN_RATE * duration.as_secs_f64()).round() as usize;
     for rep in 0..plan.reps {
-        let mut order = ChainCase::ALL.to_vec();
-        order.rotate_left(rep % ChainCase::ALL.len());
-        for case in order {
-            let now = warrant_e2e::agents::now_secs();
-            let seed = rep as u64 * 31 + 5;
-            let requests: Vec<Arc<Vec<u8>>> = match case {
-                ChainCase::None => {
-                    vec![Arc::new(Traffic::SignedEnvelope.request(cast, "", 1 << 10, seed))]
-                }
-                ChainCase::Cached => {
-                    let chain = cast.chain(3, now);
-                    vec![Arc::new(Traffic::SignedEnvelope.request(cast, &chain, 1 << 10, seed))]
-                }
-                // Issued one second apart, going back from now: every
-                // header differs, so no VM ever finds one in its cache.
-                ChainCase::Cold => (0..per_run)
-                    .map(|i| {
-                        let chain = cast.chain(3, now - i as i64 - 1);
-                        Arc::new(Traffic::SignedEnvelope.request(cast, &chain, 1 << 10, seed))
-                    })
-                    .collect(),
-            };
-            check(stack, &requests[0], Client::new(stack.port()).send(&requests[0]).ok(), "chain");
-            // The probe above already used (and cached) the first cold chain.
-            let requests = if case == ChainCase::Cold { requests[1..].to_vec() } else { requests };
-            eprintln!(
-                "warrant-bench: chains rep {} {} ({})",
-                rep + 1,
-                case.name(),
-                stack.setup.name()
-            );
-            let latency =
-                open_loop(stack.port(), &requests, CHAIN_RATE, plan.latency, OPEN_LOOP_CONNECTIONS);
+        let now = warrant_e2e::agents::now_secs();
+        let seed = rep as u64 * 31 + 5;
+        let none = Arc::new(Traffic::SignedEnvelope.request(cast, "", 1 << 10, seed));
+        let cached = cast.chain(3, now);
+        let cached = Arc::new(Traffic::SignedEnvelope.request(cast, &cached, 1 << 10, seed));
+        // Cold chains issued one second apart, going back from now: every
+        // header differs, so no VM ever finds one in its cache. One more
+        // than the run uses, for the probe.
+        let mut cold = (0..=slots / cases + 1).map(|i| {
+            let chain = cast.chain(3, now - i as i64 - 1);
+            Arc::new(Traffic::SignedEnvelope.request(cast, &chain, 1 << 10, seed))
+        });
+        let probe = cold.next().expect("a cold chain");
+        for (request, what) in [(&none, "no chain"), (&cached, "cached chain"), (&probe, "cold")] {
+            check(stack, request, Client::new(stack.port()).send(request).ok(), what);
+        }
+        let requests: Vec<Arc<Vec<u8>>> = (0..slots)
+            .map(|i| match ChainCase::ALL[i % cases] {
+                ChainCase::None => Arc::clone(&none),
+                ChainCase::Cached => Arc::clone(&cached),
+                ChainCase::Cold => cold.next().expect("enough cold chains"),
+            })
+            .collect();
+        eprintln!(
+            "warrant-bench: chains rep {} ({}, {} requests interleaved over {} s)",
+            rep + 1,
+            stack.setup.name(),
+            slots,
+            duration.as_secs()
+        );
+        let latency =
+            open_loop(stack.port(), &requests, CHAIN_RATE, duration, OPEN_LOOP_CONNECTIONS);
+        // Failures are not attributed to a case: count them all on each.
+        let failures = latency.non_200 + latency.errors + latency.dropped;
+        for (k, case) in ChainCase::ALL.iter().enumerate() {
+            let which = |i: usize| i % cases == k;
             let run = Run {
                 rps: 0.0,
-                p50_ms: latency.quantile_ms(0.50),
-                p99_ms: latency.quantile_ms(0.99),
-                samples: latency.latencies_us.len(),
-                failures: latency.non_200 + latency.errors + latency.dropped,
+                p50_ms: latency.quantile_ms_of(0.50, which),
+                p99_ms: latency.quantile_ms_of(0.99, which),
+                samples: latency.count_of(which),
+                failures,
             };
             eprintln!(
-                "warrant-bench:   p50 {:.3} ms p99 {:.3} ms ({} samples); failures {}",
-                run.p50_ms, run.p99_ms, run.samples, run.failures
+                "warrant-bench:   {}: p50 {:.3} ms p99 {:.3} ms ({} samples); failures {}",
+                case.name(),
+                run.p50_ms,
+                run.p99_ms,
+                run.samples,
+                run.failures
             );
-            runs.entry(case).or_default().push(run);
+            runs.entry(*case).or_default().push(run);
         }
     }
     (stack.setup.name().to_string(), runs)
@@ -392,6 +417,8 @@ struct Args {
     concurrency: u32,
     criterion: Vec<(String, PathBuf)>,
     command: String,
+    /// `--only chains`: only step 4b and its stack.
+    only_chains: bool,
 }
 
 impl Args {
@@ -405,6 +432,7 @@ impl Args {
             concurrency: 2,
             criterion: Vec::new(),
             command: "scripts/bench".into(),
+            only_chains: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -426,6 +454,10 @@ impl Args {
                     args.criterion.push((name.to_string(), file.into()));
                 }
                 "--command" => args.command = value(),
+                "--only" => match value().as_str() {
+                    "chains" => args.only_chains = true,
+                    other => usage(&format!("--only {other}: only `chains` is known")),
+                },
                 "-h" | "--help" => usage(""),
                 other => usage(&format!("unknown argument {other}")),
             }
@@ -440,7 +472,7 @@ fn usage(problem: &str) -> ! {
     }
     eprintln!(
         "usage: warrant-bench [--quick] [--reps N] [--seconds S] [--out FILE] [--dir DIR] [--concurrency N] \
-         [--criterion NAME=FILE]... [--command TEXT]"
+         [--criterion NAME=FILE]... [--command TEXT] [--only chains]"
     );
     std::process::exit(2);
 }
@@ -569,7 +601,10 @@ impl Report {
         let p50: Vec<f64> = none.iter().map(|r| r.p50_ms).collect();
         let p99: Vec<f64> = none.iter().map(|r| r.p99_ms).collect();
         self.row(
-            format!("signed envelope at {CHAIN_RATE} req/s, {setup}: p50 / p99, no chain"),
+            format!(
+                "signed envelope, no chain / cached / cold chain interleaved at {CHAIN_RATE} \
+                 req/s in total, {setup}: p50 / p99, no chain"
+            ),
             "1 KiB",
             format!(
                 "{} / {}",
@@ -587,8 +622,8 @@ impl Report {
             let failures: u64 = with.iter().map(|r| r.failures).sum();
             self.row(
                 format!(
-                    "{}: added p50 latency per request (ratio of p50s to no chain), {setup}; \
-                     failures {failures}",
+                    "{}: added p50 latency per request, p50 minus the no-chain p50 of the same \
+                     interleaved run (ratio of p50s), {setup}; failures {failures}",
                     case.name()
                 ),
                 "1 KiB",
@@ -763,6 +798,13 @@ impl Report {
             plan.saturation.as_secs(),
             plan.latency.as_secs(),
             plan.reps
+        );
+        let _ = writeln!(
+            out,
+            "- Chain rows: per repetition one open-loop run of {} s at {CHAIN_RATE} req/s in \
+             total, request i being no chain / cached / cold by i mod 3, so each case's p50 is \
+             compared with the no-chain p50 of the same run.",
+            plan.latency.as_secs() * ChainCase::ALL.len() as u64
         );
         let _ = writeln!(out, "- Wall time: {:.0} s.", elapsed.as_secs_f64());
         let _ = writeln!(out, "- Command: `{}`", args.command);
