@@ -7,8 +7,9 @@
 //!               [--criterion NAME=FILE]... [--command TEXT] [--only chains]
 //! ```
 //!
-//! `--only chains` starts only the Warrant stack of step 4b (no baseline, no
-//! start-up timing, no saturation or size runs, no memory) and runs step 4b.
+//! `--only chains` starts only the baseline and the Warrant stack of step 4b
+//! (no start-up timing, no saturation or size runs, no memory) and runs
+//! step 4b.
 //!
 //! What it does, in order:
 //! 1. checks which audit modes the built filter accepts (`audit.mode`
@@ -112,7 +113,7 @@ fn main() {
     }
     if args.only_chains {
         // The stack chain_cost picks: async when available, else sync.
-        setups = vec![if modes.async_mode { Setup::Async } else { Setup::Sync }];
+        setups = vec![Setup::Baseline, if modes.async_mode { Setup::Async } else { Setup::Sync }];
     }
     let mode_of = |setup: Setup| match setup {
         Setup::Baseline => None,
@@ -280,19 +281,19 @@ const CHAIN_RATE: f64 = 100.0;
 /// connections and machine load, and drift between runs (the main noise on
 /// a shared machine) cancels out of their difference. Each repetition is one
 /// run of 3 × the latency length at [`CHAIN_RATE`] in total, so every case
-/// gets as many samples as a run of its own would. Returns the runs by case.
-fn chain_cost(
-    stacks: &[BenchStack],
-    cast: &Cast,
-    plan: &Plan,
-) -> (String, BTreeMap<ChainCase, Vec<Run>>) {
+/// gets as many samples as a run of its own would. The same requests then
+/// go through the baseline Envoy (no filter), which tells what the bigger
+/// header costs Envoy and the upstream whatever the filter does. Returns the
+/// Warrant stack's name and the runs by (stack is the baseline, case).
+fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, ChainRuns) {
     let stack = stacks
         .iter()
         .find(|s| s.setup == Setup::Async)
         .or_else(|| stacks.iter().find(|s| s.setup == Setup::Sync))
         .expect("a Warrant stack");
+    let baseline = stacks.iter().find(|s| s.setup == Setup::Baseline);
     let cases = ChainCase::ALL.len();
-    let mut runs: BTreeMap<ChainCase, Vec<Run>> = BTreeMap::new();
+    let mut runs = ChainRuns::new();
     let duration = plan.latency * cases as u32;
     let slots = (CHAIN_RATE * duration.as_secs_f64()).round() as usize;
     for rep in 0..plan.reps {
@@ -310,7 +311,9 @@ fn chain_cost(
         });
         let probe = cold.next().expect("a cold chain");
         for (request, what) in [(&none, "no chain"), (&cached, "cached chain"), (&probe, "cold")] {
-            check(stack, request, Client::new(stack.port()).send(request).ok(), what);
+            for stack in std::iter::once(stack).chain(baseline) {
+                check(stack, request, Client::new(stack.port()).send(request).ok(), what);
+            }
         }
         let requests: Vec<Arc<Vec<u8>>> = (0..slots)
             .map(|i| match ChainCase::ALL[i % cases] {
@@ -319,39 +322,48 @@ fn chain_cost(
                 ChainCase::Cold => cold.next().expect("enough cold chains"),
             })
             .collect();
-        eprintln!(
-            "warrant-bench: chains rep {} ({}, {} requests interleaved over {} s)",
-            rep + 1,
-            stack.setup.name(),
-            slots,
-            duration.as_secs()
-        );
-        let latency =
-            open_loop(stack.port(), &requests, CHAIN_RATE, duration, OPEN_LOOP_CONNECTIONS);
-        // Failures are not attributed to a case: count them all on each.
-        let failures = latency.non_200 + latency.errors + latency.dropped;
-        for (k, case) in ChainCase::ALL.iter().enumerate() {
-            let which = |i: usize| i % cases == k;
-            let run = Run {
-                rps: 0.0,
-                p50_ms: latency.quantile_ms_of(0.50, which),
-                p99_ms: latency.quantile_ms_of(0.99, which),
-                samples: latency.count_of(which),
-                failures,
-            };
+        let mut order: Vec<&BenchStack> = std::iter::once(stack).chain(baseline).collect();
+        let stacks_used = order.len();
+        order.rotate_left(rep % stacks_used);
+        for stack in order {
             eprintln!(
-                "warrant-bench:   {}: p50 {:.3} ms p99 {:.3} ms ({} samples); failures {}",
-                case.name(),
-                run.p50_ms,
-                run.p99_ms,
-                run.samples,
-                run.failures
+                "warrant-bench: chains rep {} ({}, {} requests interleaved over {} s)",
+                rep + 1,
+                stack.setup.name(),
+                slots,
+                duration.as_secs()
             );
-            runs.entry(*case).or_default().push(run);
+            let latency =
+                open_loop(stack.port(), &requests, CHAIN_RATE, duration, OPEN_LOOP_CONNECTIONS);
+            // Failures are not attributed to a case: count them all on each.
+            let failures = latency.non_200 + latency.errors + latency.dropped;
+            let is_baseline = stack.setup == Setup::Baseline;
+            for (k, case) in ChainCase::ALL.iter().enumerate() {
+                let which = |i: usize| i % cases == k;
+                let run = Run {
+                    rps: 0.0,
+                    p50_ms: latency.quantile_ms_of(0.50, which),
+                    p99_ms: latency.quantile_ms_of(0.99, which),
+                    samples: latency.count_of(which),
+                    failures,
+                };
+                eprintln!(
+                    "warrant-bench:   {}: p50 {:.3} ms p99 {:.3} ms ({} samples); failures {}",
+                    case.name(),
+                    run.p50_ms,
+                    run.p99_ms,
+                    run.samples,
+                    run.failures
+                );
+                runs.entry((is_baseline, *case)).or_default().push(run);
+            }
         }
     }
     (stack.setup.name().to_string(), runs)
 }
+
+/// Chain runs by (through the baseline Envoy, case).
+type ChainRuns = BTreeMap<(bool, ChainCase), Vec<Run>>;
 
 /// Sends requests of every kind over several connections, so that every
 /// worker's VM has compiled its rules and verified the chain before runs.
@@ -596,8 +608,8 @@ impl Report {
         let _ = plan;
     }
 
-    fn chains(&mut self, (setup, runs): &(String, BTreeMap<ChainCase, Vec<Run>>)) {
-        let Some(none) = runs.get(&ChainCase::None) else { return };
+    fn chains(&mut self, (setup, runs): &(String, ChainRuns)) {
+        let Some(none) = runs.get(&(false, ChainCase::None)) else { return };
         let p50: Vec<f64> = none.iter().map(|r| r.p50_ms).collect();
         let p99: Vec<f64> = none.iter().map(|r| r.p99_ms).collect();
         self.row(
@@ -614,12 +626,16 @@ impl Report {
             "",
             String::new(),
         );
+        // Added p50 in µs per repetition, and the ratio of p50s.
+        let added = |baseline: bool, case: ChainCase| -> Option<(Vec<f64>, Vec<f64>, u64)> {
+            let none = runs.get(&(baseline, ChainCase::None))?;
+            let with = runs.get(&(baseline, case))?;
+            let added = with.iter().zip(none).map(|(w, n)| (w.p50_ms - n.p50_ms) * 1000.0);
+            let ratio = with.iter().zip(none).map(|(w, n)| w.p50_ms / n.p50_ms);
+            Some((added.collect(), ratio.collect(), with.iter().map(|r| r.failures).sum()))
+        };
         for (case, goal_us) in [(ChainCase::Cached, 10.0), (ChainCase::Cold, 600.0)] {
-            let Some(with) = runs.get(&case) else { continue };
-            let added: Vec<f64> =
-                with.iter().zip(none).map(|(w, n)| (w.p50_ms - n.p50_ms) * 1000.0).collect();
-            let ratio: Vec<f64> = with.iter().zip(none).map(|(w, n)| w.p50_ms / n.p50_ms).collect();
-            let failures: u64 = with.iter().map(|r| r.failures).sum();
+            let Some((with, ratio, failures)) = added(false, case) else { continue };
             self.row(
                 format!(
                     "{}: added p50 latency per request, p50 minus the no-chain p50 of the same \
@@ -629,11 +645,29 @@ impl Report {
                 "1 KiB",
                 format!(
                     "{} ({})",
-                    fmt_spread(spread(&added), " µs", 0),
+                    fmt_spread(spread(&with), " µs", 0),
                     fmt_spread(spread(&ratio), "×", 3)
                 ),
                 &format!("≤ {goal_us:.0} µs"),
-                verdict(spread(&added).1 <= goal_us && failures == 0),
+                verdict(spread(&with).1 <= goal_us && failures == 0),
+            );
+            let Some((base, _, _)) = added(true, case) else { continue };
+            let own: Vec<f64> = with.iter().zip(&base).map(|(w, b)| w - b).collect();
+            self.row(
+                format!(
+                    "{}: the same requests through the baseline Envoy (no filter): added p50 \
+                     (the header's cost to Envoy and the upstream); Warrant's added p50 minus \
+                     it (the filter's own share)",
+                    case.name()
+                ),
+                "1 KiB",
+                format!(
+                    "{}; filter's share {}",
+                    fmt_spread(spread(&base), " µs", 0),
+                    fmt_spread(spread(&own), " µs", 0)
+                ),
+                "",
+                String::new(),
             );
         }
     }
