@@ -837,10 +837,8 @@ mod tests {
         );
         let p = Policy::from_json(json.as_bytes()).unwrap();
         let now = Timestamp::from_unix_secs(NOW - 10);
-        let hop = |key: &SigningKey,
-                   from: &str,
-                   to: &str,
-                   parent: Option<&warrant_delegation::VerifiedChain>| {
+        type Parent<'a> = Option<&'a warrant_delegation::VerifiedChain>;
+        let hop = |key: &SigningKey, from: &str, to: &str, parent: Parent, at: Timestamp| {
             let request = MintRequest {
                 delegator: from,
                 delegate: to,
@@ -850,23 +848,33 @@ mod tests {
                 max_depth: 3,
                 parent,
             };
-            mint(key, &request, now).unwrap()
+            mint(key, &request, at).unwrap()
         };
         let verify = |header: &str| {
             let chain = warrant_delegation::Chain::parse(header.as_bytes(), p.delegation.limits());
             chain.unwrap().verify(&p.keys, &p.delegation, "bob", now).unwrap()
         };
-        let h1 = encode_header(&[hop(&human(), "human", "a1", None)]);
-        let c1 = verify(&h1);
-        let h2 = warrant_delegation::extend_header(&c1, &hop(&a1, "a1", "a2", Some(&c1)));
-        let c2 = verify(&h2);
-        let h3 = warrant_delegation::extend_header(&c2, &hop(&a2, "a2", "alice", Some(&c2)));
+        let three_hops = |at: Timestamp| {
+            let h1 = encode_header(&[hop(&human(), "human", "a1", None, at)]);
+            let c1 = verify(&h1);
+            let h2 = warrant_delegation::extend_header(&c1, &hop(&a1, "a1", "a2", Some(&c1), at));
+            let c2 = verify(&h2);
+            warrant_delegation::extend_header(&c2, &hop(&a2, "a2", "alice", Some(&c2), at))
+        };
+        let h3 = three_hops(now);
         let body = envelope(&"x".repeat(900), &alice(), "alice");
         let plain = json_head();
         let chained = with_chain(&h3);
         let store = MemoryStore::new();
         let mut random = SeededRandom::new(1);
-        let mut chains = ChainCache::new(16);
+        // Full, as in Envoy under varied traffic: the default 1024 entries,
+        // the other 1023 being chains issued at other seconds.
+        let capacity = warrant_delegation::config::DEFAULT_CACHE_ENTRIES;
+        let mut chains = ChainCache::new(capacity);
+        for i in 1..capacity {
+            let header = three_hops(Timestamp::from_unix_secs(NOW - 10 - i as i64));
+            chains.verify(header.as_bytes(), "bob", &p.keys, &p.delegation, now).unwrap();
+        }
         let mut env = Env { store: &store, random: &mut random, chains: &mut chains };
         let at = NOW * 1_000_000_000;
         let out = evaluate(&p, &mut env, &chained, &body, "m-1", at);
