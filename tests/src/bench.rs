@@ -596,6 +596,13 @@ impl Cast {
     /// seconds; chains issued at different seconds differ in every byte
     /// that matters to a cache) and valid for an hour from then.
     pub fn chain(&self, hops: usize, at: i64) -> String {
+        self.chain_at(hops, Timestamp::from_unix_secs(at))
+    }
+
+    /// [`Cast::chain`] issued at `at`, to the nanosecond (the header carries
+    /// the nanoseconds, the signatures only the seconds): chains issued in
+    /// the same second still differ.
+    pub fn chain_at(&self, hops: usize, at: Timestamp) -> String {
         let agents: Vec<&Agent> = match hops {
             1 => vec![&self.human, &self.sender],
             2 => vec![&self.human, &self.mid, &self.sender],
@@ -615,7 +622,7 @@ impl Cast {
                     .expect("own chain parses");
                 Some(
                     parsed
-                        .verify_ignoring_recipient(&keys, &policy, Timestamp::from_unix_secs(at))
+                        .verify_ignoring_recipient(&keys, &policy, at)
                         .expect("own chain verifies"),
                 )
             };
@@ -629,7 +636,7 @@ impl Cast {
         by: &Agent,
         to: &str,
         parent: Option<&warrant_delegation::VerifiedChain>,
-        at: i64,
+        at: Timestamp,
     ) -> Token {
         let request = MintRequest {
             delegator: &by.name,
@@ -640,7 +647,7 @@ impl Cast {
             max_depth: 3,
             parent,
         };
-        mint(&by.key, &request, Timestamp::from_unix_secs(at)).expect("mint")
+        mint(&by.key, &request, at).expect("mint")
     }
 }
 

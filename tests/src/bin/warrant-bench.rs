@@ -38,6 +38,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use warrant_delegation::Timestamp;
 use warrant_e2e::bench::{
     self, open_loop, parse_criterion, spread, wrk, BenchStack, Cast, Client, CriterionResult,
     Setup, Traffic,
@@ -302,11 +303,14 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
         let none = Arc::new(Traffic::SignedEnvelope.request(cast, "", 1 << 10, seed));
         let cached = cast.chain(3, now);
         let cached = Arc::new(Traffic::SignedEnvelope.request(cast, &cached, 1 << 10, seed));
-        // Cold chains issued one second apart, going back from now: every
-        // header differs, so no VM ever finds one in its cache. One more
-        // than the run uses, for the probe.
+        // Cold chains issued one second apart, going back from now, at a
+        // nanosecond that is the repetition's: every header differs, within
+        // a run and from earlier runs' (which VMs may still cache), so no VM
+        // ever finds one in its cache. One more than the run uses, for the
+        // probe.
         let mut cold = (0..=slots / cases + 1).map(|i| {
-            let chain = cast.chain(3, now - i as i64 - 1);
+            let at = Timestamp::from_unix(now - i as i64 - 1, rep as u32 + 1);
+            let chain = cast.chain_at(3, at.expect("a time in range"));
             Arc::new(Traffic::SignedEnvelope.request(cast, &chain, 1 << 10, seed))
         });
         let probe = cold.next().expect("a cold chain");
