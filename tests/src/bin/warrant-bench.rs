@@ -70,6 +70,10 @@ struct Run {
     p99_ms: f64,
     samples: usize,
     failures: u64,
+    /// Chain runs: the median over the run's triples (requests 3t, 3t + 1,
+    /// 3t + 2) of this case's latency minus the no-chain request's of the
+    /// same triple, in µs. NaN elsewhere.
+    paired_us: f64,
 }
 
 type Cell = (usize, Traffic); // (size index, traffic)
@@ -209,6 +213,7 @@ fn main() {
                             + latency.non_200
                             + latency.errors
                             + latency.dropped,
+                        paired_us: f64::NAN,
                     };
                     eprintln!(
                         "warrant-bench:   {:.0} req/s; at {rate}/s p50 {:.3} ms p99 {:.3} ms \
@@ -342,21 +347,36 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
             // Failures are not attributed to a case: count them all on each.
             let failures = latency.non_200 + latency.errors + latency.dropped;
             let is_baseline = stack.setup == Setup::Baseline;
+            // Request i of the run is slot i (the list is as long as the run).
+            let mut by_slot: Vec<Option<i64>> = vec![None; slots];
+            for (us, i) in latency.latencies_us.iter().zip(&latency.requests) {
+                by_slot[*i] = i64::try_from(*us).ok();
+            }
             for (k, case) in ChainCase::ALL.iter().enumerate() {
                 let which = |i: usize| i % cases == k;
+                let mut paired: Vec<i64> = by_slot
+                    .chunks_exact(cases)
+                    .filter_map(|triple| Some(triple[k]? - triple[0]?))
+                    .collect();
+                paired.sort_unstable();
+                let paired_us =
+                    paired.get(paired.len().saturating_sub(1) / 2).map_or(f64::NAN, |d| *d as f64);
                 let run = Run {
                     rps: 0.0,
                     p50_ms: latency.quantile_ms_of(0.50, which),
                     p99_ms: latency.quantile_ms_of(0.99, which),
                     samples: latency.count_of(which),
                     failures,
+                    paired_us,
                 };
                 eprintln!(
-                    "warrant-bench:   {}: p50 {:.3} ms p99 {:.3} ms ({} samples); failures {}",
+                    "warrant-bench:   {}: p50 {:.3} ms p99 {:.3} ms ({} samples), paired \
+                     difference {:.0} µs; failures {}",
                     case.name(),
                     run.p50_ms,
                     run.p99_ms,
                     run.samples,
+                    run.paired_us,
                     run.failures
                 );
                 runs.entry((is_baseline, *case)).or_default().push(run);
@@ -654,6 +674,21 @@ impl Report {
                 ),
                 &format!("≤ {goal_us:.0} µs"),
                 verdict(spread(&with).1 <= goal_us && failures == 0),
+            );
+            let paired: Vec<f64> = runs
+                .get(&(false, case))
+                .map(|r| r.iter().map(|r| r.paired_us).collect())
+                .unwrap_or_default();
+            self.row(
+                format!(
+                    "{}: median over the run's triples of (its latency minus the no-chain \
+                     request's of the same triple), {setup}",
+                    case.name()
+                ),
+                "1 KiB",
+                fmt_spread(spread(&paired), " µs", 0),
+                "",
+                String::new(),
             );
             let Some((base, _, _)) = added(true, case) else { continue };
             let own: Vec<f64> = with.iter().zip(&base).map(|(w, b)| w - b).collect();
