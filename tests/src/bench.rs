@@ -351,6 +351,9 @@ pub struct OpenLoop {
     /// Latency of each answered request, in microseconds, measured from the
     /// time it was *scheduled* (so a stalled server cannot hide its queue).
     pub latencies_us: Vec<u64>,
+    /// For each entry of `latencies_us`, the index in `requests` of the
+    /// request it measured.
+    pub requests: Vec<usize>,
     /// Requests answered with a status other than 200.
     pub non_200: u64,
     /// Requests that failed at the socket (connect, read, write, timeout).
@@ -365,6 +368,25 @@ impl OpenLoop {
         let mut sorted = self.latencies_us.clone();
         sorted.sort_unstable();
         quantile(&sorted, q) / 1000.0
+    }
+
+    /// The `q`-quantile of the latencies of the requests whose index
+    /// satisfies `which`, in milliseconds.
+    pub fn quantile_ms_of(&self, q: f64, which: impl Fn(usize) -> bool) -> f64 {
+        let mut sorted: Vec<u64> = self
+            .latencies_us
+            .iter()
+            .zip(&self.requests)
+            .filter(|(_, i)| which(**i))
+            .map(|(l, _)| *l)
+            .collect();
+        sorted.sort_unstable();
+        quantile(&sorted, q) / 1000.0
+    }
+
+    /// How many answered requests satisfy `which`.
+    pub fn count_of(&self, which: impl Fn(usize) -> bool) -> usize {
+        self.requests.iter().filter(|i| which(**i)).count()
     }
 }
 
@@ -399,8 +421,12 @@ pub fn open_loop(
                     if scheduled > now {
                         std::thread::sleep(scheduled - now);
                     }
-                    match client.send(&requests[slot % requests.len()]) {
-                        Ok(200) => out.latencies_us.push(scheduled.elapsed().as_micros() as u64),
+                    let index = slot % requests.len();
+                    match client.send(&requests[index]) {
+                        Ok(200) => {
+                            out.latencies_us.push(scheduled.elapsed().as_micros() as u64);
+                            out.requests.push(index);
+                        }
                         Ok(_) => out.non_200 += 1,
                         Err(_) => out.errors += 1,
                     }
@@ -414,6 +440,7 @@ pub fn open_loop(
     for thread in threads {
         let part = thread.join().expect("open-loop thread");
         all.latencies_us.extend(part.latencies_us);
+        all.requests.extend(part.requests);
         all.non_200 += part.non_200;
         all.errors += part.errors;
         all.dropped += part.dropped;
@@ -569,6 +596,13 @@ impl Cast {
     /// seconds; chains issued at different seconds differ in every byte
     /// that matters to a cache) and valid for an hour from then.
     pub fn chain(&self, hops: usize, at: i64) -> String {
+        self.chain_at(hops, Timestamp::from_unix_secs(at))
+    }
+
+    /// [`Cast::chain`] issued at `at`, to the nanosecond (the header carries
+    /// the nanoseconds, the signatures only the seconds): chains issued in
+    /// the same second still differ.
+    pub fn chain_at(&self, hops: usize, at: Timestamp) -> String {
         let agents: Vec<&Agent> = match hops {
             1 => vec![&self.human, &self.sender],
             2 => vec![&self.human, &self.mid, &self.sender],
@@ -588,7 +622,7 @@ impl Cast {
                     .expect("own chain parses");
                 Some(
                     parsed
-                        .verify_ignoring_recipient(&keys, &policy, Timestamp::from_unix_secs(at))
+                        .verify_ignoring_recipient(&keys, &policy, at)
                         .expect("own chain verifies"),
                 )
             };
@@ -602,7 +636,7 @@ impl Cast {
         by: &Agent,
         to: &str,
         parent: Option<&warrant_delegation::VerifiedChain>,
-        at: i64,
+        at: Timestamp,
     ) -> Token {
         let request = MintRequest {
             delegator: &by.name,
@@ -613,7 +647,7 @@ impl Cast {
             max_depth: 3,
             parent,
         };
-        mint(&by.key, &request, Timestamp::from_unix_secs(at)).expect("mint")
+        mint(&by.key, &request, at).expect("mint")
     }
 }
 

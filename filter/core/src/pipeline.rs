@@ -814,4 +814,137 @@ mod tests {
         assert_eq!(out.decision, Decision::SignatureRequired);
         assert_ne!(out.record.session_id, first.record.session_id);
     }
+
+    /// Where the time of a request with a cached 3-hop chain goes, in the
+    /// engine the filter runs in: run it in Node's V8 with
+    /// `CARGO_TARGET_WASM32_WASIP1_RUNNER="$PWD/scripts/wasm-test-runner" cargo test
+    /// --release --target wasm32-wasip1 -p warrant-core chain_path_cost -- --ignored
+    /// --nocapture` (natively it runs too). It prints medians of interleaved
+    /// samples and asserts nothing about time (a benchmark, not a test).
+    #[test]
+    #[ignore = "a benchmark: prints timings"]
+    fn chain_path_cost() {
+        use prost::Message as _;
+        use std::time::Instant;
+        let (a1, a2) = (SigningKey::from_bytes(&[6; 32]), SigningKey::from_bytes(&[7; 32]));
+        let b64 = |k: &SigningKey| STANDARD.encode(k.verifying_key().as_bytes());
+        let json = format!(
+            r#"{{"keys":{{"alice":"{}","human":"{}","a1":"{}","a2":"{}"}}}}"#,
+            b64(&alice()),
+            b64(&human()),
+            b64(&a1),
+            b64(&a2)
+        );
+        let p = Policy::from_json(json.as_bytes()).unwrap();
+        let now = Timestamp::from_unix_secs(NOW - 10);
+        type Parent<'a> = Option<&'a warrant_delegation::VerifiedChain>;
+        let hop = |key: &SigningKey, from: &str, to: &str, parent: Parent, at: Timestamp| {
+            let request = MintRequest {
+                delegator: from,
+                delegate: to,
+                scope: vec!["bob".into()],
+                tools: vec![],
+                ttl: Duration::from_secs(3600),
+                max_depth: 3,
+                parent,
+            };
+            mint(key, &request, at).unwrap()
+        };
+        let verify = |header: &str| {
+            let chain = warrant_delegation::Chain::parse(header.as_bytes(), p.delegation.limits());
+            chain.unwrap().verify(&p.keys, &p.delegation, "bob", now).unwrap()
+        };
+        let three_hops = |at: Timestamp| {
+            let h1 = encode_header(&[hop(&human(), "human", "a1", None, at)]);
+            let c1 = verify(&h1);
+            let h2 = warrant_delegation::extend_header(&c1, &hop(&a1, "a1", "a2", Some(&c1), at));
+            let c2 = verify(&h2);
+            warrant_delegation::extend_header(&c2, &hop(&a2, "a2", "alice", Some(&c2), at))
+        };
+        let h3 = three_hops(now);
+        let body = envelope(&"x".repeat(900), &alice(), "alice");
+        let plain = json_head();
+        let chained = with_chain(&h3);
+        let store = MemoryStore::new();
+        let mut random = SeededRandom::new(1);
+        // Full, as in Envoy under varied traffic: the default 1024 entries,
+        // the other 1023 being chains issued at other seconds.
+        let capacity = warrant_delegation::config::DEFAULT_CACHE_ENTRIES;
+        let mut chains = ChainCache::new(capacity);
+        for i in 1..capacity {
+            let header = three_hops(Timestamp::from_unix_secs(NOW - 10 - i as i64));
+            chains.verify(header.as_bytes(), "bob", &p.keys, &p.delegation, now).unwrap();
+        }
+        let mut env = Env { store: &store, random: &mut random, chains: &mut chains };
+        let at = NOW * 1_000_000_000;
+        let out = evaluate(&p, &mut env, &chained, &body, "m-1", at);
+        assert_eq!((out.decision, out.record.delegation_depth), (Decision::Allow, 3));
+        let headers_plain: Vec<(String, String)> =
+            (0..8).map(|i| (format!("x-header-{i}"), "v".repeat(20))).collect();
+        let mut headers_chained = headers_plain.clone();
+        headers_chained.push(("x-oktsec-delegation".into(), h3.clone()));
+        let names = crate::request::HeaderNames {
+            identity: &p.config.identity.header,
+            delegation: &p.config.delegation.header,
+            session: &p.config.sessions.header,
+        };
+
+        let n = 2000;
+        let mut samples: Vec<[f64; 8]> = Vec::with_capacity(n);
+        let us = |t: Instant| t.elapsed().as_secs_f64() * 1e6;
+        for i in 0..n {
+            let id = format!("m-{i}");
+            let mut row = [0.0; 8];
+            let t = Instant::now();
+            let plain_out = evaluate(&p, &mut env, &plain, &body, &id, at);
+            row[0] = us(t);
+            let t = Instant::now();
+            let chained_out = evaluate(&p, &mut env, &chained, &body, &id, at);
+            row[1] = us(t);
+            let t = Instant::now();
+            let hit = env.chains.verify(h3.as_bytes(), "bob", &p.keys, &p.delegation, now);
+            row[2] = us(t);
+            assert!(hit.is_ok());
+            let t = Instant::now();
+            let bytes = plain_out.record.encode_to_vec();
+            row[3] = us(t);
+            let t = Instant::now();
+            let chained_bytes = chained_out.record.encode_to_vec();
+            row[4] = us(t);
+            assert!(chained_bytes.len() > bytes.len());
+            let iter = |h: &[(String, String)]| {
+                RequestHead::from_headers(h.iter().map(|(n, v)| (n.as_str(), v.as_str())), &names)
+            };
+            let t = Instant::now();
+            let _ = iter(&headers_plain);
+            row[5] = us(t);
+            let t = Instant::now();
+            let _ = iter(&headers_chained);
+            row[6] = us(t);
+            let t = Instant::now();
+            let _ = hex::encode(Sha256::digest(h3.as_bytes()));
+            row[7] = us(t);
+            samples.push(row);
+        }
+        let median = |k: usize| {
+            let mut v: Vec<f64> = samples[n / 10..].iter().map(|r| r[k]).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let diff = {
+            let mut v: Vec<f64> = samples[n / 10..].iter().map(|r| r[1] - r[0]).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        println!("chain_path_cost ({} header bytes, median of {} samples):", h3.len(), n - n / 10);
+        println!("  evaluate, no chain          {:8.2} µs", median(0));
+        println!("  evaluate, cached 3-hop      {:8.2} µs", median(1));
+        println!("  difference (per pair)       {:8.2} µs", diff);
+        println!("  ChainCache::verify (hit)    {:8.2} µs", median(2));
+        println!("  record encode, no chain     {:8.2} µs", median(3));
+        println!("  record encode, 3-hop chain  {:8.2} µs", median(4));
+        println!("  RequestHead, 8 headers      {:8.2} µs", median(5));
+        println!("  RequestHead, + chain header {:8.2} µs", median(6));
+        println!("  SHA-256 + hex of the header {:8.2} µs", median(7));
+    }
 }

@@ -6,11 +6,18 @@
 //! stops being valid, so a repeated header costs a map lookup.
 //!
 //! - **Key**: the exact header bytes and the recipient (a chain valid for one
-//!   recipient may not be valid for another). Keying on the bytes rather than
-//!   on a hash of them makes equality exact and spares a SHA-256 pass over
-//!   the header on every hit, which is the main cost of a hit in wasm; the
-//!   price is memory: at most `capacity × (max_header_bytes + recipient)`
-//!   bytes of keys (8 MiB for the defaults).
+//!   recipient may not be valid for another), in a hash map: a fast
+//!   non-cryptographic hash (foldhash, hashbrown's default, seeded per VM)
+//!   picks the bucket and a full byte comparison decides, so equality is
+//!   exact and a hit costs neither a SHA-256 pass over the header (about
+//!   4 µs in V8 for 1.6 KB) nor a walk down an ordered map whose keys share
+//!   long prefixes (chains from one issuer differ only deep inside; 1.7 µs
+//!   per hit in V8 with 1024 entries before this map). The chain hash
+//!   (SHA-256) is computed once, at verification, and kept in the entry.
+//!   Only verified chains are stored, so nobody can fill a bucket with
+//!   crafted colliding keys. The price is memory: at most
+//!   `capacity × (max_header_bytes + recipient)` bytes of keys (8 MiB for
+//!   the defaults).
 //! - **Expiry**: an entry is dropped once `now` passes the chain's earliest
 //!   `expires_at`. (Its `issued_at` checks only get easier with time.)
 //! - **Bound**: when full, the entry inserted first is evicted.
@@ -25,7 +32,10 @@
 //! Envoy worker threads (each has its own VM).
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+
+use hashbrown::{Equivalent, HashMap};
 
 use crate::chain::{Chain, VerifiedChain, VerifyPolicy};
 use crate::error::DelegationError;
@@ -38,8 +48,8 @@ pub struct ChainCache {
     capacity: usize,
     generation: u64,
     next_sequence: u64,
-    entries: BTreeMap<Arc<[u8]>, Entry>,
-    by_age: BTreeMap<u64, Arc<[u8]>>,
+    entries: HashMap<Arc<Key>, Entry>,
+    by_age: BTreeMap<u64, Arc<Key>>,
     stats: CacheStats,
 }
 
@@ -72,7 +82,7 @@ impl ChainCache {
             capacity,
             generation: 0,
             next_sequence: 0,
-            entries: BTreeMap::new(),
+            entries: HashMap::new(),
             by_age: BTreeMap::new(),
             stats: CacheStats::default(),
         }
@@ -110,14 +120,14 @@ impl ChainCache {
         now: Timestamp,
     ) -> Option<Arc<VerifiedChain>> {
         self.adopt(generation);
-        let key = cache_key(header, recipient);
-        let Some(entry) = self.entries.get(key.as_slice()) else {
+        let key = KeyRef { header, recipient };
+        let Some(entry) = self.entries.get(&key) else {
             self.stats.misses += 1;
             return None;
         };
         if now > entry.chain.expires_at() {
             let sequence = entry.sequence;
-            self.entries.remove(key.as_slice());
+            self.entries.remove(&key);
             self.by_age.remove(&sequence);
             self.stats.expired += 1;
             self.stats.misses += 1;
@@ -141,7 +151,7 @@ impl ChainCache {
         if self.capacity == 0 {
             return;
         }
-        let key: Arc<[u8]> = cache_key(header, recipient).into();
+        let key = Arc::new(Key { header: header.into(), recipient: recipient.into() });
         if let Some(old) = self.entries.remove(&key) {
             self.by_age.remove(&old.sequence);
         }
@@ -199,13 +209,75 @@ impl ChainCache {
     }
 }
 
-/// The header bytes, a 0 byte, then the recipient. A valid header never
-/// holds a 0 byte (it is base64), and any header with one fails to parse and
-/// is never stored, so the split is unambiguous for stored keys.
-fn cache_key(header: &[u8], recipient: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(header.len() + 1 + recipient.len());
-    key.extend_from_slice(header);
-    key.push(0);
-    key.extend_from_slice(recipient.as_bytes());
-    key
+/// What an entry is stored under: the exact header bytes and the recipient.
+#[derive(Debug, PartialEq, Eq)]
+struct Key {
+    header: Box<[u8]>,
+    recipient: Box<str>,
+}
+
+/// A [`Key`] borrowed from a request, to look one up without copying the
+/// header.
+#[derive(Debug)]
+struct KeyRef<'a> {
+    header: &'a [u8],
+    recipient: &'a str,
+}
+
+// `Key` and `KeyRef` must hash alike: the same fields, in the same order,
+// through the same `Hash` impls (`Box<T>` hashes as `T`).
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        KeyRef { header: &self.header, recipient: &self.recipient }.hash(state);
+    }
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.header.hash(state);
+        self.recipient.hash(state);
+    }
+}
+
+impl Equivalent<Arc<Key>> for KeyRef<'_> {
+    fn equivalent(&self, key: &Arc<Key>) -> bool {
+        same_bytes(&key.header, self.header) && *key.recipient == *self.recipient
+    }
+}
+
+/// `a == b`, eight bytes at a time: in wasm32 `[u8]` equality is a byte
+/// loop (libc `memcmp`), and a hit compares the whole header.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tails_equal = a_words.remainder() == b_words.remainder();
+    tails_equal && a_words.zip(b_words).all(|(x, y)| word(x) == word(y))
+}
+
+/// An 8-byte chunk as a number (any fixed byte order would do).
+fn word(chunk: &[u8]) -> u64 {
+    // Always 8 bytes (from `chunks_exact(8)`); no panic path either way.
+    u64::from_le_bytes(chunk.try_into().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_bytes_is_slice_equality() {
+        let base: Vec<u8> = (0..=40u8).collect();
+        for len in 0..base.len() {
+            let a = &base[..len];
+            assert!(same_bytes(a, a), "len {len}");
+            assert!(!same_bytes(a, &base[..len + 1]), "len {len}");
+            for i in 0..len {
+                let mut b = a.to_vec();
+                b[i] ^= 1;
+                assert!(!same_bytes(a, &b), "len {len}, byte {i}");
+            }
+        }
+    }
 }

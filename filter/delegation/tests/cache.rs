@@ -120,3 +120,41 @@ fn zero_capacity_caches_nothing() {
     assert!(cache.is_empty());
     assert!(check(&mut cache, &h, &KeyStore::new(), &policy, now()).is_err());
 }
+
+#[test]
+fn many_entries_hit_exactly_and_leave_in_insertion_order() {
+    let mut cache = ChainCache::new(64);
+    let policy = VerifyPolicy::new();
+    // Headers of one shape that differ only deep inside (the expiry).
+    let headers: Vec<String> = (0..100).map(|i| header_for("agent-a", 3600 + i)).collect();
+    for h in &headers {
+        check(&mut cache, h, &cast(), &policy, now()).unwrap();
+    }
+    assert_eq!((cache.len(), cache.stats().evicted), (64, 36));
+    let nobody = KeyStore::new();
+    for (i, h) in headers.iter().enumerate() {
+        assert_eq!(check(&mut cache, h, &nobody, &policy, now()).is_ok(), i >= 36, "header {i}");
+    }
+}
+
+#[test]
+fn a_header_one_byte_off_a_cached_one_is_verified_again() {
+    let mut cache = ChainCache::new(8);
+    let policy = VerifyPolicy::new();
+    let h = header_for("agent-a", 3600);
+    check(&mut cache, &h, &cast(), &policy, now()).unwrap();
+    // Same length, one base64 character changed near the end (before the
+    // padding): not served from the cache, and it fails on its own.
+    let mut bytes = h.clone().into_bytes();
+    let last = bytes.iter().rposition(|b| *b != b'=').unwrap();
+    let i = last - 3;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    let edited = String::from_utf8(bytes).unwrap();
+    assert_eq!(edited.len(), h.len());
+    assert!(check(&mut cache, &edited, &cast(), &policy, now()).is_err());
+    assert_eq!(cache.stats().hits, 0);
+    // A longer header that starts with the cached one is no hit either.
+    let longer = format!("{h}AAAA");
+    assert!(check(&mut cache, &longer, &cast(), &policy, now()).is_err());
+    assert_eq!((cache.stats().hits, cache.len()), (0, 1));
+}

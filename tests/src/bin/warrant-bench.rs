@@ -4,8 +4,12 @@
 //!
 //! ```text
 //! warrant-bench [--quick] [--reps N] [--seconds S] [--out FILE] [--dir DIR] [--concurrency N]
-//!               [--criterion NAME=FILE]... [--command TEXT]
+//!               [--criterion NAME=FILE]... [--command TEXT] [--only chains]
 //! ```
+//!
+//! `--only chains` starts only the baseline and the Warrant stack of step 4b
+//! (no start-up timing, no saturation or size runs, no memory) and runs
+//! step 4b.
 //!
 //! What it does, in order:
 //! 1. checks which audit modes the built filter accepts (`audit.mode`
@@ -20,8 +24,9 @@
 //!    `tools/call`, signed envelope; both with a 2-hop delegation chain),
 //!    repeats: for each configuration, in an order that rotates every
 //!    repetition, a `wrk` saturation run and then a fixed-rate open-loop run;
-//!    then, on one Warrant stack, signed envelopes without a chain, with a
-//!    cached 3-hop chain and with a new 3-hop chain per request;
+//!    then (4b), on one Warrant stack, signed envelopes without a chain,
+//!    with a cached 3-hop chain and with a new 3-hop chain per request,
+//!    interleaved in one run per repetition;
 //! 5. reads each VM's linear memory from `/proc/PID/smaps`;
 //! 6. prints the table (and writes it to `--out`).
 
@@ -33,6 +38,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use warrant_delegation::Timestamp;
 use warrant_e2e::bench::{
     self, open_loop, parse_criterion, spread, wrk, BenchStack, Cast, Client, CriterionResult,
     Setup, Traffic,
@@ -64,6 +70,10 @@ struct Run {
     p99_ms: f64,
     samples: usize,
     failures: u64,
+    /// Chain runs: the median over the run's triples (requests 3t, 3t + 1,
+    /// 3t + 2) of this case's latency minus the no-chain request's of the
+    /// same triple, in µs. NaN elsewhere.
+    paired_us: f64,
 }
 
 type Cell = (usize, Traffic); // (size index, traffic)
@@ -106,6 +116,10 @@ fn main() {
     if modes.async_mode {
         setups.push(Setup::Async);
     }
+    if args.only_chains {
+        // The stack chain_cost picks: async when available, else sync.
+        setups = vec![Setup::Baseline, if modes.async_mode { Setup::Async } else { Setup::Sync }];
+    }
     let mode_of = |setup: Setup| match setup {
         Setup::Baseline => None,
         Setup::Sync | Setup::SyncNormal => modes.sync_mode.then_some("sync"),
@@ -119,7 +133,8 @@ fn main() {
     bench::render(Setup::Sync, &filter_config, ports, &cast.patch(mode_of(Setup::Sync)));
     bench::render(Setup::Baseline, &baseline_config, ports, &cast.patch(None));
     let (mut validate_filter, mut validate_base) = (Vec::new(), Vec::new());
-    for _ in 0..plan.validate_reps {
+    let validate_reps = if args.only_chains { 0 } else { plan.validate_reps };
+    for _ in 0..validate_reps {
         let (ok_f, t_f) = bench::time_validate(&filter_config);
         let (ok_b, t_b) = bench::time_validate(&baseline_config);
         assert!(ok_f && ok_b, "envoy --mode validate failed on the bench configs");
@@ -154,7 +169,8 @@ fn main() {
     let mut runs: BTreeMap<(Cell, Setup), Vec<Run>> = BTreeMap::new();
     let total_cells = SIZES.len() * TRAFFIC.len() * plan.reps * setups.len();
     let mut done = 0;
-    for (size_index, (size_name, size, rate)) in SIZES.iter().enumerate() {
+    let sizes = if args.only_chains { &SIZES[..0] } else { &SIZES[..] };
+    for (size_index, (size_name, size, rate)) in sizes.iter().enumerate() {
         for traffic in TRAFFIC {
             for rep in 0..plan.reps {
                 let mut order = setups.clone();
@@ -197,6 +213,7 @@ fn main() {
                             + latency.non_200
                             + latency.errors
                             + latency.dropped,
+                        paired_us: f64::NAN,
                     };
                     eprintln!(
                         "warrant-bench:   {:.0} req/s; at {rate}/s p50 {:.3} ms p99 {:.3} ms \
@@ -214,15 +231,17 @@ fn main() {
 
     // 5. Memory, after all the traffic.
     let mut memory = BTreeMap::new();
-    for stack in &stacks {
+    for stack in stacks.iter().filter(|_| !args.only_chains) {
         let pid = stack.envoy.process.pid();
         memory.insert(stack.setup, (bench::rss(pid), bench::wasm_memories(pid)));
     }
 
     // 6. The table.
-    report.e2e(&plan, &setups, &runs);
-    report.startup(&validate_filter, &validate_base, &configure_ms, &first_request);
-    report.memory(&memory, args.concurrency);
+    if !args.only_chains {
+        report.e2e(&plan, &setups, &runs);
+        report.startup(&validate_filter, &validate_base, &configure_ms, &first_request);
+        report.memory(&memory, args.concurrency);
+    }
     report.chains(&chain_runs);
     report.components(&args.criterion, modes.async_mode);
     let text = report.render(&args, &plan, started.elapsed());
@@ -258,75 +277,117 @@ impl ChainCase {
     }
 }
 
-/// The fixed request rate of the chain runs.
+/// The fixed request rate of the chain runs, all cases together.
 const CHAIN_RATE: f64 = 100.0;
 
-/// Signed 1 KiB envelopes at [`CHAIN_RATE`] through one Warrant stack (audit
-/// async when available, else sync), without a chain, with one cached
-/// 3-hop chain, and with a fresh 3-hop chain per request; the cases rotate
-/// between repetitions. Returns the runs by case.
-fn chain_cost(
-    stacks: &[BenchStack],
-    cast: &Cast,
-    plan: &Plan,
-) -> (String, BTreeMap<ChainCase, Vec<Run>>) {
+/// Signed 1 KiB envelopes through one Warrant stack (audit async when
+/// available, else sync), without a chain, with one cached 3-hop chain, and
+/// with a fresh 3-hop chain per request, **interleaved in one run**: request
+/// `i` of a run is case `i mod 3`, so the three cases share the same moments,
+/// connections and machine load, and drift between runs (the main noise on
+/// a shared machine) cancels out of their difference. Each repetition is one
+/// run of 3 × the latency length at [`CHAIN_RATE`] in total, so every case
+/// gets as many samples as a run of its own would. The same requests then
+/// go through the baseline Envoy (no filter), which tells what the bigger
+/// header costs Envoy and the upstream whatever the filter does. Returns the
+/// Warrant stack's name and the runs by (stack is the baseline, case).
+fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, ChainRuns) {
     let stack = stacks
         .iter()
         .find(|s| s.setup == Setup::Async)
         .or_else(|| stacks.iter().find(|s| s.setup == Setup::Sync))
         .expect("a Warrant stack");
-    let mut runs: BTreeMap<ChainCase, Vec<Run>> = BTreeMap::new();
-    let per_run = (CHAIN_RATE * plan.latency.as_secs_f64()) as usize + 64;
+    let baseline = stacks.iter().find(|s| s.setup == Setup::Baseline);
+    let cases = ChainCase::ALL.len();
+    let mut runs = ChainRuns::new();
+    let duration = plan.latency * cases as u32;
+    let slots = (CHAIN_RATE * duration.as_secs_f64()).round() as usize;
     for rep in 0..plan.reps {
-        let mut order = ChainCase::ALL.to_vec();
-        order.rotate_left(rep % ChainCase::ALL.len());
-        for case in order {
-            let now = warrant_e2e::agents::now_secs();
-            let seed = rep as u64 * 31 + 5;
-            let requests: Vec<Arc<Vec<u8>>> = match case {
-                ChainCase::None => {
-                    vec![Arc::new(Traffic::SignedEnvelope.request(cast, "", 1 << 10, seed))]
-                }
-                ChainCase::Cached => {
-                    let chain = cast.chain(3, now);
-                    vec![Arc::new(Traffic::SignedEnvelope.request(cast, &chain, 1 << 10, seed))]
-                }
-                // Issued one second apart, going back from now: every
-                // header differs, so no VM ever finds one in its cache.
-                ChainCase::Cold => (0..per_run)
-                    .map(|i| {
-                        let chain = cast.chain(3, now - i as i64 - 1);
-                        Arc::new(Traffic::SignedEnvelope.request(cast, &chain, 1 << 10, seed))
-                    })
-                    .collect(),
-            };
-            check(stack, &requests[0], Client::new(stack.port()).send(&requests[0]).ok(), "chain");
-            // The probe above already used (and cached) the first cold chain.
-            let requests = if case == ChainCase::Cold { requests[1..].to_vec() } else { requests };
+        let now = warrant_e2e::agents::now_secs();
+        let seed = rep as u64 * 31 + 5;
+        let none = Arc::new(Traffic::SignedEnvelope.request(cast, "", 1 << 10, seed));
+        let cached = cast.chain(3, now);
+        let cached = Arc::new(Traffic::SignedEnvelope.request(cast, &cached, 1 << 10, seed));
+        // Cold chains issued one second apart, going back from now, at a
+        // nanosecond that is the repetition's: every header differs, within
+        // a run and from earlier runs' (which VMs may still cache), so no VM
+        // ever finds one in its cache. One more than the run uses, for the
+        // probe.
+        let mut cold = (0..=slots / cases + 1).map(|i| {
+            let at = Timestamp::from_unix(now - i as i64 - 1, rep as u32 + 1);
+            let chain = cast.chain_at(3, at.expect("a time in range"));
+            Arc::new(Traffic::SignedEnvelope.request(cast, &chain, 1 << 10, seed))
+        });
+        let probe = cold.next().expect("a cold chain");
+        for (request, what) in [(&none, "no chain"), (&cached, "cached chain"), (&probe, "cold")] {
+            for stack in std::iter::once(stack).chain(baseline) {
+                check(stack, request, Client::new(stack.port()).send(request).ok(), what);
+            }
+        }
+        let requests: Vec<Arc<Vec<u8>>> = (0..slots)
+            .map(|i| match ChainCase::ALL[i % cases] {
+                ChainCase::None => Arc::clone(&none),
+                ChainCase::Cached => Arc::clone(&cached),
+                ChainCase::Cold => cold.next().expect("enough cold chains"),
+            })
+            .collect();
+        let mut order: Vec<&BenchStack> = std::iter::once(stack).chain(baseline).collect();
+        let stacks_used = order.len();
+        order.rotate_left(rep % stacks_used);
+        for stack in order {
             eprintln!(
-                "warrant-bench: chains rep {} {} ({})",
+                "warrant-bench: chains rep {} ({}, {} requests interleaved over {} s)",
                 rep + 1,
-                case.name(),
-                stack.setup.name()
+                stack.setup.name(),
+                slots,
+                duration.as_secs()
             );
             let latency =
-                open_loop(stack.port(), &requests, CHAIN_RATE, plan.latency, OPEN_LOOP_CONNECTIONS);
-            let run = Run {
-                rps: 0.0,
-                p50_ms: latency.quantile_ms(0.50),
-                p99_ms: latency.quantile_ms(0.99),
-                samples: latency.latencies_us.len(),
-                failures: latency.non_200 + latency.errors + latency.dropped,
-            };
-            eprintln!(
-                "warrant-bench:   p50 {:.3} ms p99 {:.3} ms ({} samples); failures {}",
-                run.p50_ms, run.p99_ms, run.samples, run.failures
-            );
-            runs.entry(case).or_default().push(run);
+                open_loop(stack.port(), &requests, CHAIN_RATE, duration, OPEN_LOOP_CONNECTIONS);
+            // Failures are not attributed to a case: count them all on each.
+            let failures = latency.non_200 + latency.errors + latency.dropped;
+            let is_baseline = stack.setup == Setup::Baseline;
+            // Request i of the run is slot i (the list is as long as the run).
+            let mut by_slot: Vec<Option<i64>> = vec![None; slots];
+            for (us, i) in latency.latencies_us.iter().zip(&latency.requests) {
+                by_slot[*i] = i64::try_from(*us).ok();
+            }
+            for (k, case) in ChainCase::ALL.iter().enumerate() {
+                let which = |i: usize| i % cases == k;
+                let mut paired: Vec<i64> = by_slot
+                    .chunks_exact(cases)
+                    .filter_map(|triple| Some(triple[k]? - triple[0]?))
+                    .collect();
+                paired.sort_unstable();
+                let paired_us =
+                    paired.get(paired.len().saturating_sub(1) / 2).map_or(f64::NAN, |d| *d as f64);
+                let run = Run {
+                    rps: 0.0,
+                    p50_ms: latency.quantile_ms_of(0.50, which),
+                    p99_ms: latency.quantile_ms_of(0.99, which),
+                    samples: latency.count_of(which),
+                    failures,
+                    paired_us,
+                };
+                eprintln!(
+                    "warrant-bench:   {}: p50 {:.3} ms p99 {:.3} ms ({} samples), paired \
+                     difference {:.0} µs; failures {}",
+                    case.name(),
+                    run.p50_ms,
+                    run.p99_ms,
+                    run.samples,
+                    run.paired_us,
+                    run.failures
+                );
+                runs.entry((is_baseline, *case)).or_default().push(run);
+            }
         }
     }
     (stack.setup.name().to_string(), runs)
 }
+
+/// Chain runs by (through the baseline Envoy, case).
+type ChainRuns = BTreeMap<(bool, ChainCase), Vec<Run>>;
 
 /// Sends requests of every kind over several connections, so that every
 /// worker's VM has compiled its rules and verified the chain before runs.
@@ -392,6 +453,8 @@ struct Args {
     concurrency: u32,
     criterion: Vec<(String, PathBuf)>,
     command: String,
+    /// `--only chains`: only step 4b and its stack.
+    only_chains: bool,
 }
 
 impl Args {
@@ -405,6 +468,7 @@ impl Args {
             concurrency: 2,
             criterion: Vec::new(),
             command: "scripts/bench".into(),
+            only_chains: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -426,6 +490,10 @@ impl Args {
                     args.criterion.push((name.to_string(), file.into()));
                 }
                 "--command" => args.command = value(),
+                "--only" => match value().as_str() {
+                    "chains" => args.only_chains = true,
+                    other => usage(&format!("--only {other}: only `chains` is known")),
+                },
                 "-h" | "--help" => usage(""),
                 other => usage(&format!("unknown argument {other}")),
             }
@@ -440,7 +508,7 @@ fn usage(problem: &str) -> ! {
     }
     eprintln!(
         "usage: warrant-bench [--quick] [--reps N] [--seconds S] [--out FILE] [--dir DIR] [--concurrency N] \
-         [--criterion NAME=FILE]... [--command TEXT]"
+         [--criterion NAME=FILE]... [--command TEXT] [--only chains]"
     );
     std::process::exit(2);
 }
@@ -564,12 +632,15 @@ impl Report {
         let _ = plan;
     }
 
-    fn chains(&mut self, (setup, runs): &(String, BTreeMap<ChainCase, Vec<Run>>)) {
-        let Some(none) = runs.get(&ChainCase::None) else { return };
+    fn chains(&mut self, (setup, runs): &(String, ChainRuns)) {
+        let Some(none) = runs.get(&(false, ChainCase::None)) else { return };
         let p50: Vec<f64> = none.iter().map(|r| r.p50_ms).collect();
         let p99: Vec<f64> = none.iter().map(|r| r.p99_ms).collect();
         self.row(
-            format!("signed envelope at {CHAIN_RATE} req/s, {setup}: p50 / p99, no chain"),
+            format!(
+                "signed envelope, no chain / cached / cold chain interleaved at {CHAIN_RATE} \
+                 req/s in total, {setup}: p50 / p99, no chain"
+            ),
             "1 KiB",
             format!(
                 "{} / {}",
@@ -579,26 +650,63 @@ impl Report {
             "",
             String::new(),
         );
+        // Added p50 in µs per repetition, and the ratio of p50s.
+        let added = |baseline: bool, case: ChainCase| -> Option<(Vec<f64>, Vec<f64>, u64)> {
+            let none = runs.get(&(baseline, ChainCase::None))?;
+            let with = runs.get(&(baseline, case))?;
+            let added = with.iter().zip(none).map(|(w, n)| (w.p50_ms - n.p50_ms) * 1000.0);
+            let ratio = with.iter().zip(none).map(|(w, n)| w.p50_ms / n.p50_ms);
+            Some((added.collect(), ratio.collect(), with.iter().map(|r| r.failures).sum()))
+        };
         for (case, goal_us) in [(ChainCase::Cached, 10.0), (ChainCase::Cold, 600.0)] {
-            let Some(with) = runs.get(&case) else { continue };
-            let added: Vec<f64> =
-                with.iter().zip(none).map(|(w, n)| (w.p50_ms - n.p50_ms) * 1000.0).collect();
-            let ratio: Vec<f64> = with.iter().zip(none).map(|(w, n)| w.p50_ms / n.p50_ms).collect();
-            let failures: u64 = with.iter().map(|r| r.failures).sum();
+            let Some((with, ratio, failures)) = added(false, case) else { continue };
             self.row(
                 format!(
-                    "{}: added p50 latency per request (ratio of p50s to no chain), {setup}; \
-                     failures {failures}",
+                    "{}: added p50 latency per request, p50 minus the no-chain p50 of the same \
+                     interleaved run (ratio of p50s), {setup}; failures {failures}",
                     case.name()
                 ),
                 "1 KiB",
                 format!(
                     "{} ({})",
-                    fmt_spread(spread(&added), " µs", 0),
+                    fmt_spread(spread(&with), " µs", 0),
                     fmt_spread(spread(&ratio), "×", 3)
                 ),
                 &format!("≤ {goal_us:.0} µs"),
-                verdict(spread(&added).1 <= goal_us && failures == 0),
+                verdict(spread(&with).1 <= goal_us && failures == 0),
+            );
+            let paired: Vec<f64> = runs
+                .get(&(false, case))
+                .map(|r| r.iter().map(|r| r.paired_us).collect())
+                .unwrap_or_default();
+            self.row(
+                format!(
+                    "{}: median over the run's triples of (its latency minus the no-chain \
+                     request's of the same triple), {setup}",
+                    case.name()
+                ),
+                "1 KiB",
+                fmt_spread(spread(&paired), " µs", 0),
+                "",
+                String::new(),
+            );
+            let Some((base, _, _)) = added(true, case) else { continue };
+            let own: Vec<f64> = with.iter().zip(&base).map(|(w, b)| w - b).collect();
+            self.row(
+                format!(
+                    "{}: the same requests through the baseline Envoy (no filter): added p50 \
+                     (the header's cost to Envoy and the upstream); Warrant's added p50 minus \
+                     it (the filter's own share)",
+                    case.name()
+                ),
+                "1 KiB",
+                format!(
+                    "{}; filter's share {}",
+                    fmt_spread(spread(&base), " µs", 0),
+                    fmt_spread(spread(&own), " µs", 0)
+                ),
+                "",
+                String::new(),
             );
         }
     }
@@ -763,6 +871,13 @@ impl Report {
             plan.saturation.as_secs(),
             plan.latency.as_secs(),
             plan.reps
+        );
+        let _ = writeln!(
+            out,
+            "- Chain rows: per repetition one open-loop run of {} s at {CHAIN_RATE} req/s in \
+             total, request i being no chain / cached / cold by i mod 3, so each case's p50 is \
+             compared with the no-chain p50 of the same run.",
+            plan.latency.as_secs() * ChainCase::ALL.len() as u64
         );
         let _ = writeln!(out, "- Wall time: {:.0} s.", elapsed.as_secs_f64());
         let _ = writeln!(out, "- Command: `{}`", args.command);
