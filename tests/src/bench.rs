@@ -808,40 +808,16 @@ impl Traffic {
     }
 }
 
-/// Ordinary prose an agent sends: no quotes, backslashes or control
-/// characters, so its JSON encoding is the text itself.
-const SENTENCES: &[&str] = &[
-    "The quarterly revenue grew by twelve percent compared to last year.",
-    "Renewals from enterprise customers were the main driver of the growth.",
-    "Please summarize the attached meeting notes for the planning team.",
-    "The new onboarding flow reduced the time to first value by two days.",
-    "Hotel rooms near the conference center are available from Monday.",
-    "The migration of the billing service finished ahead of schedule.",
-    "Latency on the search page stayed under two hundred milliseconds.",
-    "Customer satisfaction scores improved in every region this quarter.",
-    "The design review is moved to Thursday afternoon at three.",
-    "Inventory levels for the spring collection look healthy.",
-    "Add a short paragraph about the roadmap for the second half.",
-    "The support backlog dropped to forty open tickets this week.",
-    "Translate the product description into Portuguese and Spanish.",
-    "Shipping times to northern Europe averaged four business days.",
-    "The team agreed to publish the release notes on Friday morning.",
-    "Compare the three vendor proposals by price and delivery time.",
-];
+/// The bodies of the rule engine's own benchmark: one definition of the
+/// prose both benchmarks send (sentences without quotes, backslashes or
+/// control characters, so their JSON encoding is the text itself).
+#[path = "../../filter/rules/benches/support/bodies.rs"]
+mod bodies;
 
-/// `len` bytes of prose, chosen by a small deterministic generator.
+/// `len` bytes of prose, chosen by a small deterministic generator
+/// ([`bodies::prose`]), with a tidy end (no trailing space).
 pub fn prose(len: usize, seed: u64) -> String {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut text = String::with_capacity(len + 128);
-    while text.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        text.push_str(SENTENCES[(state % SENTENCES.len() as u64) as usize]);
-        text.push(' ');
-    }
-    text.truncate(len);
-    // Keep the end tidy (no trailing space), whatever the cut.
+    let mut text = bodies::prose(len, seed);
     if text.ends_with(' ') {
         text.pop();
         text.push('.');

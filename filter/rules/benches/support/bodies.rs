@@ -4,8 +4,8 @@
 //! - [`mixed`]: lines of prose, Markdown, JSON, logs, shell and code, some of
 //!   them holding words rule literals look for (token, password, curl,
 //!   ignore, execute, docker) without being attacks.
-//! - [`prose`]: the sentences an agent writes in an envelope (as in
-//!   `tests/src/bench.rs`, which the in-Envoy benchmark sends).
+//! - [`prose`]: the sentences an agent writes in an envelope; the in-Envoy
+//!   benchmark (`tests/src/bench.rs`) includes this file and sends the same.
 //! - [`mcp_arguments`]: the arguments of a report-writing MCP `tools/call`
 //!   as JSON text, with a long prose argument.
 
