@@ -24,7 +24,7 @@ use libfuzzer_sys::fuzz_target;
 use warrant_core::envelope::{parse_rfc3339, Envelope, EnvelopeError};
 use warrant_core::extract::{extract, BodyKind, ExtractError, Part};
 use warrant_core::request::RequestHead;
-use warrant_fuzz::{key, object_entries, values_of, NOW_SECS};
+use warrant_fuzz::{key, object_entries, plain_json, values_of, NOW_SECS};
 use warrant_rules::ContentKind;
 
 fuzz_target!(|data: &[u8]| {
@@ -38,7 +38,7 @@ fn head(content_type: &str) -> RequestHead {
 
 fn json(data: &[u8]) {
     let got = extract(&head("application/json"), data, true);
-    let parsed = serde_json::from_slice::<serde_json::Value>(data);
+    let parsed = plain_json(data);
     let extracted = match got {
         Err(ExtractError::InvalidJson(why)) => {
             // Stricter than serde_json: duplicate keys and deep nesting.
@@ -104,8 +104,7 @@ fn json(data: &[u8]) {
 fn text(data: &[u8]) {
     // Text that parses as a JSON object or array is read as JSON (and may
     // be refused as such); any other text is never refused.
-    let json = serde_json::from_slice::<serde_json::Value>(data)
-        .is_ok_and(|v| v.is_object() || v.is_array());
+    let json = plain_json(data).is_ok_and(|v| v.is_object() || v.is_array());
     let extracted = match extract(&head("text/plain"), data, true) {
         Ok(extracted) => extracted,
         Err(e) => {

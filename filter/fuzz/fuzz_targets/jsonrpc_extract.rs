@@ -22,10 +22,10 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use warrant_core::extract::{extract, BodyKind, ExtractError};
 use warrant_core::request::RequestHead;
+use warrant_fuzz::plain_json;
 use warrant_rules::ContentKind;
 
 /// A JSON-RPC request, built from fuzz bytes.
@@ -253,67 +253,24 @@ impl Request {
 /// Every non-empty string (and object key) of the JSON `text` is a line of
 /// `scanned`, or (when it has line breaks itself) is contained in it.
 fn assert_all_strings_in(text: &str, scanned: &str) {
-    let mut strings = Vec::new();
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    Strings(&mut strings).deserialize(&mut deserializer).expect("written JSON parses");
-    deserializer.end().expect("written JSON ends");
-    for s in &strings {
-        assert_scanned(s, scanned);
-    }
-}
-
-/// Collects the strings of a JSON text: every value, and every key but
-/// `name` and `arguments` (a tools/call's `name` and `arguments` values
-/// are parts of their own; the two member names are not scanned). It reads
-/// the tokens, not a `serde_json::Value`: with serde_json's `raw_value`
-/// feature on (axum turns it on in this build), `Value` refuses an object
-/// whose first key is serde_json's private raw-value token, though the text
-/// is valid JSON and the filter reads it.
-struct Strings<'a>(&'a mut Vec<String>);
-
-impl<'de> DeserializeSeed<'de> for Strings<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Strings<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("JSON")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, s: &str) -> Result<(), E> {
-        self.0.push(s.to_string());
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Strings(&mut *self.0))?.is_some() {}
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<String>()? {
-            if !matches!(key.as_str(), "name" | "arguments") {
-                self.0.push(key);
+    let value = plain_json(text.as_bytes()).expect("written JSON parses");
+    let mut stack = vec![&value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::String(s) => assert_scanned(s, scanned),
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => {
+                for (key, value) in map {
+                    // A tools/call's `name` and `arguments` values are parts
+                    // of their own; the two member names are not scanned.
+                    if !matches!(key.as_str(), "name" | "arguments") {
+                        assert_scanned(key, scanned);
+                    }
+                    stack.push(value);
+                }
             }
-            map.next_value_seed(Strings(&mut *self.0))?;
+            _ => {}
         }
-        Ok(())
     }
 }
 

@@ -142,10 +142,13 @@ impl<'de> serde::Deserialize<'de> for Entries {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries, A::Error> {
                 let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry::<String, serde_json::Value>()? {
-                    entries.push(entry);
+                while let Some(key) = map.next_key::<String>()? {
+                    entries.push((key, map.next_value_seed(Plain)?));
                 }
                 Ok(Entries(entries))
             }
@@ -155,6 +158,84 @@ impl<'de> serde::Deserialize<'de> for Entries {
 }
 
 /// Every value `key` has in `entries` (more than one when duplicated).
-pub fn values_of<'a>(entries: &'a [(String, serde_json::Value)], key: &str) -> Vec<&'a serde_json::Value> {
+pub fn values_of<'a>(
+    entries: &'a [(String, serde_json::Value)],
+    key: &str,
+) -> Vec<&'a serde_json::Value> {
     entries.iter().filter(|(k, _)| k == key).map(|(_, v)| v).collect()
+}
+
+/// JSON text read into a `serde_json::Value` by this crate's own visitor
+/// (later duplicates win, as in serde_json's `Value`). Use it, not
+/// `serde_json::from_slice::<Value>`, as the targets' reference reader: with
+/// serde_json's `raw_value` feature on (axum turns it on in this build,
+/// through warrant-audit), `Value` refuses an object whose key is serde_json's
+/// private raw-value token, though the text is valid JSON and the filter,
+/// built without that feature, reads it.
+///
+/// # Errors
+/// The text is not JSON (or nests deeper than serde_json's limit).
+pub fn plain_json(bytes: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    use serde::de::DeserializeSeed as _;
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = Plain.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+/// Builds a `serde_json::Value` from any JSON (see [`plain_json`]).
+struct Plain;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Plain {
+    type Value = serde_json::Value;
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Plain {
+    type Value = serde_json::Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(b.into())
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(n.into())
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(n.into())
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(s.into())
+    }
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(s.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Plain)? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(Plain)?;
+            members.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(members))
+    }
 }
