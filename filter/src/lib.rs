@@ -614,13 +614,7 @@ impl WarrantHttp {
         let mut outcome = self.refuse(&head, &message_id, decision, message);
         outcome.record.http_status = status;
         self.shared.count(outcome.decision, &[]);
-        for (name, value) in &outcome.response_headers {
-            if let Err(status) =
-                hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value))
-            {
-                error!("#{} cannot set response header {name}: {status:?}", self.context_id);
-            }
-        }
+        self.response_headers.clone_from(&outcome.response_headers);
         let audit = &self.policy().config.audit;
         let bytes = outcome.record.encode_to_vec();
         if audit.mode == AuditMode::Async {
@@ -643,10 +637,10 @@ impl WarrantHttp {
     }
 
     /// Empties the buffered body of a request that is refused already.
-    /// Envoy keeps buffering a paused body up to the listener's
-    /// `per_connection_buffer_limit_bytes` and past it answers its own,
-    /// unaudited 413 before our reply; a refused body is never forwarded,
-    /// so its bytes can go as they arrive.
+    /// Envoy keeps buffering a paused body up to the virtual host's
+    /// `request_body_buffer_limit` and past it answers its own 413 before
+    /// our reply; a refused body is never forwarded, so its bytes can go as
+    /// they arrive.
     fn discard_refused_body(&self, body_size: usize) {
         let refused = match &self.stage {
             Stage::ExpectAuditAck { outcome } => !outcome.decision.forwards(),
@@ -789,11 +783,13 @@ impl HttpContext for WarrantHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if matches!(self.stage, Stage::ExpectBody { .. }) {
-            return self.record_envoy_answer();
-        }
-        // Local replies pass through here too, so the session id reaches
-        // the caller whatever the decision.
+        let action = if matches!(self.stage, Stage::ExpectBody { .. }) {
+            self.record_envoy_answer()
+        } else {
+            Action::Continue
+        };
+        // Local replies pass through here too (ours and Envoy's own), so
+        // the session id reaches the caller whatever the decision.
         for (name, value) in &self.response_headers {
             if let Err(status) =
                 hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value))
@@ -801,7 +797,7 @@ impl HttpContext for WarrantHttp {
                 error!("#{} cannot set response header {name}: {status:?}", self.context_id);
             }
         }
-        Action::Continue
+        action
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
