@@ -64,25 +64,9 @@ pub struct ServeArgs {
     /// `full` fsyncs the WAL at every commit (an acknowledged record survives
     /// a power loss); `normal` leaves the sync to the operating system until
     /// the next WAL checkpoint (it survives a crash of the sidecar, not
-    /// necessarily of the machine), and is much faster on slow disks.
-    #[arg(long, value_enum, default_value_t = SyncLevel::Full)]
-    pub synchronous: SyncLevel,
-}
-
-/// `serve --synchronous`: SQLite's `synchronous` level for the writer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SyncLevel {
-    Full,
-    Normal,
-}
-
-impl From<SyncLevel> for Durability {
-    fn from(level: SyncLevel) -> Durability {
-        match level {
-            SyncLevel::Full => Durability::Full,
-            SyncLevel::Normal => Durability::Normal,
-        }
-    }
+    /// necessarily of the machine) and saves the commit's fsync wait.
+    #[arg(long, value_enum, default_value_t = Durability::Full)]
+    pub synchronous: Durability,
 }
 
 /// `warrant-audit verify`.
@@ -199,7 +183,7 @@ impl ServeArgs {
                 every: self.checkpoint_every,
                 interval: Duration::from_millis(self.checkpoint_interval_ms),
             },
-            durability: self.synchronous.into(),
+            durability: self.synchronous,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         runtime.block_on(crate::server::serve(options))?;

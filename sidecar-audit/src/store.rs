@@ -75,8 +75,8 @@ pub struct Appended {
 }
 
 /// How far `COMMIT` syncs before it returns: SQLite's `synchronous` in WAL
-/// mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// mode (`serve --synchronous full|normal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Durability {
     /// `synchronous = FULL`: the WAL is fsynced at every commit. An
     /// acknowledged record survives a power loss.
@@ -111,10 +111,8 @@ impl Store {
     }
 
     /// The `synchronous` level in force on the writer's connection.
-    ///
-    /// # Errors
-    /// SQLite refuses the query.
-    pub fn synchronous(&self) -> anyhow::Result<i64> {
+    #[cfg(test)]
+    fn synchronous(&self) -> anyhow::Result<i64> {
         Ok(self.conn.pragma_query_value(None, "synchronous", |r| r.get(0))?)
     }
 
