@@ -42,7 +42,7 @@ use warrant_core::pipeline::{evaluate, refuse_early, Env, Outcome, FACT_PREFIX};
 use warrant_core::request::{HeaderNames, RequestHead};
 use warrant_delegation::ChainCache;
 use warrant_session::{OsRandom, SetError, SharedStore, StoreError};
-use warrant_wire::{APPEND_METHOD, AUDIT_SERVICE};
+use warrant_wire::{APPEND_BATCH_METHOD, APPEND_METHOD, AUDIT_SERVICE};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -52,6 +52,9 @@ proxy_wasm::main! {{
 /// How often the root context looks at the outbox in `async` mode. It
 /// bounds how long a record waits before its first attempt.
 const TICK: Duration = Duration::from_millis(20);
+
+/// The gRPC status a server gives for a method it does not have.
+const GRPC_UNIMPLEMENTED: u32 = 12;
 
 /// Per-VM state: the compiled policy and metric ids.
 struct WarrantRoot {
@@ -179,18 +182,19 @@ impl WarrantRoot {
         let now = self.now_ms();
         let audit = &shared.policy.config.audit;
         for due in outbox.due(now) {
+            let method = if due.batch { APPEND_BATCH_METHOD } else { APPEND_METHOD };
             match hostcalls::dispatch_grpc_call(
                 &audit.cluster,
                 AUDIT_SERVICE,
-                APPEND_METHOD,
+                method,
                 Vec::new(),
                 Some(&due.bytes),
                 Duration::from_millis(u64::from(audit.timeout_ms)),
             ) {
-                Ok(token) => outbox.dispatched(due.key, token),
+                Ok(token) => outbox.dispatched(due.call, token),
                 Err(status) => {
                     debug!("warrant: cannot call the audit sidecar: {status:?}");
-                    outbox.not_dispatched(due.key, now);
+                    outbox.not_dispatched(due.call, now);
                 }
             }
         }
@@ -206,19 +210,25 @@ impl Context for WarrantRoot {
         let Ok(mut outbox) = shared.outbox.try_borrow_mut() else {
             return;
         };
-        let settled = if status_code == 0 {
-            outbox.acknowledged(token_id)
-        } else {
-            outbox.failed(token_id, now)
+        let settled = match status_code {
+            0 => outbox.acknowledged(token_id),
+            GRPC_UNIMPLEMENTED => outbox.unimplemented(token_id, now),
+            _ => outbox.failed(token_id, now),
         };
         drop(outbox);
         match settled {
-            Settled::Remove { .. } => shared.buffered(-1),
+            Settled::Removed { records } => {
+                shared.buffered(-i64::try_from(records).unwrap_or(i64::MAX));
+            }
             // Log the first failure of a run; the retries after it tell
             // the same story.
-            Settled::Retry { message_id, backoff_ms, failures: 1 } => warn!(
-                "warrant: audit record {message_id} not acknowledged (grpc status \
-                 {status_code}); retrying in {backoff_ms} ms until it is"
+            Settled::Retry { message_id, records, backoff_ms, failures: 1 } => warn!(
+                "warrant: {records} audit record(s) from {message_id} on not acknowledged \
+                 (grpc status {status_code}); retrying in {backoff_ms} ms until they are"
+            ),
+            Settled::BatchesRefused => warn!(
+                "warrant: the audit sidecar does not know {APPEND_BATCH_METHOD} (an older \
+                 version); sending one {APPEND_METHOD} call per record from now on"
             ),
             Settled::Retry { .. } | Settled::Ignore => {}
         }

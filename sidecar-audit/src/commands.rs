@@ -40,8 +40,8 @@ pub struct ServeArgs {
     /// stdout as `warrant-audit: listening grpc=ADDR`.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: ListenAddr,
-    /// Largest record accepted over gRPC, in bytes; a larger message is
-    /// refused (OUT_OF_RANGE) before it is decoded.
+    /// Largest record accepted over gRPC, in bytes; a larger one is
+    /// refused (OUT_OF_RANGE), in a batch with the whole batch.
     #[arg(long, default_value_t = crate::server::MAX_RECORD_BYTES as u32,
           value_parser = clap::value_parser!(u32).range(1024..))]
     pub max_record_bytes: u32,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
-use warrant_wire::{AppendAck, AuditRecord};
+use warrant_wire::{AppendAck, AuditBatch, AuditBatchAck, AuditRecord};
 
 use crate::metrics::Metrics;
 use crate::proto::audit_service_server::AuditService;
@@ -36,9 +36,13 @@ pub const MAX_BATCH: usize = 512;
 /// Records waiting for the writer before callers wait for room.
 pub const QUEUE_DEPTH: usize = 8192;
 /// Largest record accepted over gRPC by default, in bytes
-/// (`--max-record-bytes`). A larger message is refused by tonic with
-/// `OUT_OF_RANGE` before it is decoded.
+/// (`--max-record-bytes`). A larger record is refused with `OUT_OF_RANGE`.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Largest `AppendBatch` message accepted (or `--max-record-bytes`, when
+/// that is larger): the filter's batches stay under 1 MiB of records plus
+/// their framing. Any larger message is refused by tonic with
+/// `OUT_OF_RANGE` before it is decoded.
+pub const MAX_BATCH_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 type Job = (AuditRecord, oneshot::Sender<Result<Appended, String>>);
 
@@ -115,6 +119,35 @@ impl Writer {
             Ok(Err(e)) => Err(AppendError::Storage(e)),
             Err(_) => Err(AppendError::Stopped),
         }
+    }
+
+    /// Appends `records` in order, waiting until all are durable. They are
+    /// queued one after the other, so they enter the chain in this order
+    /// (other callers' records may come between them) and usually in one
+    /// group commit.
+    ///
+    /// # Errors
+    /// [`AppendError`] when one was not stored (the others may have been:
+    /// retransmitting them is answered as duplicates).
+    pub async fn append_all(
+        &self,
+        records: Vec<AuditRecord>,
+    ) -> Result<Vec<Appended>, AppendError> {
+        let mut answers = Vec::with_capacity(records.len());
+        for record in records {
+            let (reply, answer) = oneshot::channel();
+            self.jobs.send((record, reply)).await.map_err(|_| AppendError::Stopped)?;
+            answers.push(answer);
+        }
+        let mut appended = Vec::with_capacity(answers.len());
+        for answer in answers {
+            appended.push(match answer.await {
+                Ok(Ok(done)) => done,
+                Ok(Err(e)) => return Err(AppendError::Storage(e)),
+                Err(_) => return Err(AppendError::Stopped),
+            });
+        }
+        Ok(appended)
     }
 }
 
@@ -220,12 +253,36 @@ impl WriterLoop {
 #[derive(Debug, Clone)]
 pub struct AuditServer {
     writer: Writer,
+    max_record_bytes: usize,
 }
 
 impl AuditServer {
-    /// A service appending through `writer`.
-    pub fn new(writer: Writer) -> AuditServer {
-        AuditServer { writer }
+    /// A service appending through `writer` records of at most
+    /// `max_record_bytes` encoded bytes each.
+    pub fn new(writer: Writer, max_record_bytes: usize) -> AuditServer {
+        AuditServer { writer, max_record_bytes }
+    }
+
+    /// The largest gRPC message the service must decode.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_record_bytes.max(MAX_BATCH_MESSAGE_BYTES)
+    }
+
+    /// Refuses a record without an id or over the size limit; `what` names
+    /// it in the message.
+    fn check(&self, record: &AuditRecord, what: &dyn Fn() -> String) -> Result<(), Status> {
+        if record.message_id.is_empty() {
+            return Err(Status::invalid_argument(format!("{} has no message_id", what())));
+        }
+        let size = prost::Message::encoded_len(record);
+        if size > self.max_record_bytes {
+            return Err(Status::out_of_range(format!(
+                "{} is {size} bytes, over the limit of {} bytes (--max-record-bytes)",
+                what(),
+                self.max_record_bytes
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -233,15 +290,30 @@ impl AuditServer {
 impl AuditService for AuditServer {
     async fn append(&self, request: Request<AuditRecord>) -> Result<Response<AppendAck>, Status> {
         let record = request.into_inner();
-        if record.message_id.is_empty() {
-            return Err(Status::invalid_argument("record has no message_id"));
-        }
+        self.check(&record, &|| "the record".into())?;
         let appended = self.writer.append(record).await.map_err(status_of)?;
-        Ok(Response::new(AppendAck {
-            seq: appended.seq,
-            entry_hash: hex::encode(appended.hash),
-            duplicate: appended.duplicate,
-        }))
+        Ok(Response::new(ack(&appended)))
+    }
+
+    async fn append_batch(
+        &self,
+        request: Request<AuditBatch>,
+    ) -> Result<Response<AuditBatchAck>, Status> {
+        let records = request.into_inner().records;
+        for (i, record) in records.iter().enumerate() {
+            self.check(record, &|| format!("record {i} of the batch"))?;
+        }
+        let appended = self.writer.append_all(records).await.map_err(status_of)?;
+        Ok(Response::new(AuditBatchAck { acks: appended.iter().map(ack).collect() }))
+    }
+}
+
+/// The acknowledgement of one stored record.
+fn ack(appended: &Appended) -> AppendAck {
+    AppendAck {
+        seq: appended.seq,
+        entry_hash: hex::encode(appended.hash),
+        duplicate: appended.duplicate,
     }
 }
 
@@ -384,9 +456,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     };
     let page = crate::page::PageState { db: options.db.clone(), key: Some(public), metrics };
     let page = tokio::spawn(crate::page::serve(http, page, stopped(stop_rx.clone())));
-    let service =
-        crate::proto::audit_service_server::AuditServiceServer::new(AuditServer::new(writer))
-            .max_decoding_message_size(options.max_record_bytes);
+    let server = AuditServer::new(writer, options.max_record_bytes);
+    let max_message = server.max_message_bytes();
+    let service = crate::proto::audit_service_server::AuditServiceServer::new(server)
+        .max_decoding_message_size(max_message);
     let router = tonic::transport::Server::builder().add_service(service);
     let served = match grpc {
         Grpc::Tcp(listener) => {

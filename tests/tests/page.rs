@@ -440,17 +440,81 @@ fn append(
     sidecar: &Sidecar,
     record: warrant_wire::AuditRecord,
 ) -> Result<warrant_wire::AppendAck, tonic::Status> {
-    use warrant_audit::proto::audit_service_client::AuditServiceClient;
+    grpc(sidecar, |mut client| async move {
+        client.append(record).await.map(tonic::Response::into_inner)
+    })
+}
+
+/// One AppendBatch over real gRPC to a sidecar's TCP port.
+fn append_batch(
+    sidecar: &Sidecar,
+    records: Vec<warrant_wire::AuditRecord>,
+) -> Result<Vec<warrant_wire::AppendAck>, tonic::Status> {
+    grpc(sidecar, |mut client| async move {
+        let batch = warrant_wire::AuditBatch { records };
+        client.append_batch(batch).await.map(|r| r.into_inner().acks)
+    })
+}
+
+type Client =
+    warrant_audit::proto::audit_service_client::AuditServiceClient<tonic::transport::Channel>;
+
+/// Runs `call` with a tonic client connected to the sidecar.
+fn grpc<T, F: std::future::Future<Output = T>>(
+    sidecar: &Sidecar,
+    call: impl FnOnce(Client) -> F,
+) -> T {
     let url = format!("http://127.0.0.1:{}", sidecar.port);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
-        let mut client = AuditServiceClient::connect(url)
+        let client = Client::connect(url)
             .await
             .expect("connect")
             // The client may send anything; the sidecar is what limits.
             .max_encoding_message_size(usize::MAX);
-        client.append(record).await.map(tonic::Response::into_inner)
+        call(client).await
     })
+}
+
+#[test]
+fn grpc_batches_are_stored_in_order_and_acknowledged_per_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = |id: &str, size: usize| warrant_wire::AuditRecord {
+        message_id: id.into(),
+        notes: vec!["n".repeat(size)],
+        ..Default::default()
+    };
+    let db = dir.path().join("a.db");
+    let sidecar = Sidecar::start_with(
+        &db,
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--max-record-bytes", "4096"],
+    );
+    assert_eq!(append(&sidecar, record("a", 10)).unwrap().seq, 1);
+    let acks = append_batch(&sidecar, vec![record("b", 10), record("a", 10), record("c", 10)])
+        .expect("a batch of small records is stored");
+    let seqs: Vec<(u64, bool)> = acks.iter().map(|a| (a.seq, a.duplicate)).collect();
+    assert_eq!(seqs, [(2, false), (1, true), (3, false)], "in order; the retransmission answered");
+    assert!(acks.iter().all(|a| a.entry_hash.len() == 64), "{acks:?}");
+    assert!(append_batch(&sidecar, Vec::new()).unwrap().is_empty());
+
+    // One bad record refuses the whole batch, naming it; nothing of it is
+    // stored.
+    let refused = append_batch(&sidecar, vec![record("d", 10), record("big", 8192)]).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("record 1 of the batch"), "{refused:?}");
+    assert!(refused.message().contains("4096"), "{refused:?}");
+    let refused = append_batch(&sidecar, vec![record("", 10)]).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    // A batch holds more than one record's limit.
+    let many: Vec<_> = (0..40).map(|i| record(&format!("m{i}"), 3000)).collect();
+    assert_eq!(append_batch(&sidecar, many).unwrap().last().unwrap().seq, 43);
+    drop(sidecar);
+    let stored: Vec<String> =
+        warrant_e2e::stack::records(&db).into_iter().map(|r| r.message_id).collect();
+    assert_eq!(stored.len(), 43);
+    assert_eq!(stored[..3], ["a", "b", "c"]);
+    assert!(!stored.iter().any(|id| id == "d" || id == "big"), "{stored:?}");
 }
 
 #[test]

@@ -3,16 +3,19 @@
 //!
 //! One [`Outbox`] lives in each VM (each Envoy worker). The filter pushes
 //! an encoded record and lets the request go on at once; the root
-//! context's timer asks [`Outbox::due`] what to send, dispatches each
-//! record as a unary `Append` call and reports the answer with
-//! [`Outbox::acknowledged`] or [`Outbox::failed`]. A record leaves the
-//! buffer only when the sidecar acknowledged it; retransmitting is safe
-//! because the sidecar stores a `message_id` once.
+//! context's timer (and every answer) asks [`Outbox::due`] what to send,
+//! dispatches each call (an `AppendBatch` of the records waiting, oldest
+//! first, up to the batch limits) and reports the answer with
+//! [`Outbox::acknowledged`], [`Outbox::failed`] or
+//! [`Outbox::unimplemented`]. A record leaves the buffer only when the
+//! sidecar acknowledged it; retransmitting is safe because the sidecar
+//! stores a `message_id` once. A sidecar that predates `AppendBatch` gets
+//! one `Append` call per record instead.
 //!
 //! State owned here, and nothing else (no host calls, no clock: the caller
 //! passes `now_ms`, a monotonic time in milliseconds):
 //! - the bounded queue of unacknowledged records, oldest first;
-//! - which of them are in flight, by call token;
+//! - which of them are in flight, in which call, by call token;
 //! - the retry backoff after failed calls: while it runs nothing is sent,
 //!   and once it ends a single record probes the sidecar; a full window of
 //!   [`OutboxConfig::max_in_flight`] calls resumes after a success;
@@ -21,7 +24,7 @@
 //!   the sidecar answers again, to be recorded as a gap record (the one
 //!   record allowed beyond the capacity), so the chain shows the hole.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use sha2::{Digest, Sha256};
 use warrant_wire::AuditRecord;
@@ -63,6 +66,11 @@ pub struct OutboxConfig {
     pub capacity: usize,
     /// Calls in flight at most while the sidecar answers.
     pub max_in_flight: usize,
+    /// Records in one `AppendBatch` call at most.
+    pub max_batch_records: usize,
+    /// Bytes of encoded records in one call at most (a record bigger than
+    /// this still goes, alone).
+    pub max_batch_bytes: usize,
     /// Wait after the first failed call, in milliseconds; doubled on each
     /// further failure.
     pub backoff_base_ms: u64,
@@ -71,21 +79,35 @@ pub struct OutboxConfig {
 }
 
 impl OutboxConfig {
-    /// The timing the filter uses: 50 ms after a first failure, doubling up
-    /// to 500 ms, so a sidecar that comes back is found within about half a
-    /// second; 32 calls in flight.
+    /// The settings the filter uses: 50 ms after a first failure, doubling
+    /// up to 500 ms, so a sidecar that comes back is found within about
+    /// half a second; at most 4 calls in flight, each with up to 256
+    /// records or 1 MiB. A small window makes the batches grow with the
+    /// load: what arrives while the calls are out goes in the next ones.
     pub fn with_capacity(capacity: usize) -> OutboxConfig {
-        OutboxConfig { capacity, max_in_flight: 32, backoff_base_ms: 50, backoff_max_ms: 500 }
+        OutboxConfig {
+            capacity,
+            max_in_flight: 4,
+            max_batch_records: 256,
+            max_batch_bytes: 1 << 20,
+            backoff_base_ms: 50,
+            backoff_max_ms: 500,
+        }
     }
 }
 
-/// A record to send now: its key (for [`Outbox::dispatched`]) and bytes.
+/// A call to make now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due {
-    /// Identifies the record inside the outbox.
-    pub key: u64,
-    /// The encoded `AuditRecord`.
+    /// Identifies the call inside the outbox (for [`Outbox::dispatched`]).
+    pub call: u64,
+    /// `AppendBatch` (the bytes are an `AuditBatch`), or `Append` (one
+    /// encoded `AuditRecord`) once the sidecar refused batches.
+    pub batch: bool,
+    /// The request message.
     pub bytes: Vec<u8>,
+    /// How many records it carries.
+    pub records: usize,
 }
 
 /// The buffer was full: the record was dropped.
@@ -98,22 +120,27 @@ pub struct Overflow {
 /// What an answer settled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {
-    /// The record is stored; it left the buffer.
-    Remove {
-        /// Its `message_id`.
-        message_id: String,
+    /// The call's records are stored; they left the buffer.
+    Removed {
+        /// How many.
+        records: usize,
     },
-    /// The call failed; the record stays and is sent again after the
+    /// The call failed; its records stay and are sent again after the
     /// backoff.
     Retry {
-        /// Its `message_id`.
+        /// The `message_id` of its oldest record.
         message_id: String,
+        /// How many records it carried.
+        records: usize,
         /// How long until the next attempt, in milliseconds.
         backoff_ms: u64,
         /// Failed calls since the last success, this one included (1 for
         /// the first failure of a run, which is worth a log line).
         failures: u32,
     },
+    /// The sidecar does not know `AppendBatch` (an older version): from
+    /// now on every record goes in its own `Append` call, at once.
+    BatchesRefused,
     /// The token was not ours (or already settled).
     Ignore,
 }
@@ -123,9 +150,14 @@ pub enum Settled {
 pub struct Outbox {
     config: OutboxConfig,
     entries: VecDeque<Entry>,
-    /// Call token to entry key.
+    /// Calls made or about to be made, not settled yet.
+    open_calls: BTreeSet<u64>,
+    /// Call token to call key.
     in_flight: BTreeMap<u32, u64>,
     next_key: u64,
+    next_call: u64,
+    /// Whether calls are `AppendBatch` (until the sidecar refuses one).
+    batching: bool,
     /// Failed calls since the last success.
     failures: u32,
     /// Nothing is sent before this time.
@@ -145,7 +177,8 @@ struct Entry {
     key: u64,
     message_id: String,
     bytes: Vec<u8>,
-    sending: bool,
+    /// The call carrying it, while one does.
+    call: Option<u64>,
 }
 
 impl Outbox {
@@ -154,8 +187,11 @@ impl Outbox {
         Outbox {
             config,
             entries: VecDeque::new(),
+            open_calls: BTreeSet::new(),
             in_flight: BTreeMap::new(),
             next_key: 0,
+            next_call: 0,
+            batching: true,
             failures: 0,
             resume_at_ms: 0,
             dropped_unreported: 0,
@@ -200,52 +236,80 @@ impl Outbox {
         self.gap_key = Some(key);
     }
 
-    /// Records to send at `now_ms`, oldest first, marked as in flight:
-    /// none during a backoff, one probe after failures, else enough to
-    /// fill the window. Report each call with [`Outbox::dispatched`] or
-    /// [`Outbox::not_dispatched`].
+    /// Calls to make at `now_ms`, their records oldest first and marked as
+    /// in flight: none during a backoff; after failures, one probe call
+    /// with one record; else enough calls to fill the window, each with as
+    /// many waiting records as the batch limits allow (one per call once
+    /// the sidecar refused batches). Report each call with
+    /// [`Outbox::dispatched`] or [`Outbox::not_dispatched`].
     pub fn due(&mut self, now_ms: u64) -> Vec<Due> {
         if now_ms < self.resume_at_ms {
             return Vec::new();
         }
-        let window = if self.failures > 0 { 1 } else { self.config.max_in_flight };
-        let sending = self.entries.iter().filter(|e| e.sending).count();
-        let room = window.saturating_sub(sending);
+        let probing = self.failures > 0;
+        let window = if probing { 1 } else { self.config.max_in_flight };
+        let per_call = if probing || !self.batching { 1 } else { self.config.max_batch_records };
         let mut due = Vec::new();
-        for entry in self.entries.iter_mut().filter(|e| !e.sending).take(room) {
-            entry.sending = true;
-            due.push(Due { key: entry.key, bytes: entry.bytes.clone() });
+        let mut waiting = self.entries.iter_mut().filter(|e| e.call.is_none()).peekable();
+        while self.open_calls.len() < window && waiting.peek().is_some() {
+            let call = self.next_call;
+            self.next_call += 1;
+            let mut records: Vec<&[u8]> = Vec::new();
+            let mut bytes = 0;
+            while let Some(entry) = waiting.next_if(|e| {
+                records.is_empty()
+                    || (records.len() < per_call
+                        && bytes + e.bytes.len() <= self.config.max_batch_bytes)
+            }) {
+                entry.call = Some(call);
+                bytes += entry.bytes.len();
+                records.push(&entry.bytes);
+            }
+            let message = if self.batching {
+                warrant_wire::encode_batch(records.iter().copied())
+            } else {
+                records.concat()
+            };
+            due.push(Due { call, batch: self.batching, bytes: message, records: records.len() });
+            self.open_calls.insert(call);
         }
         due
     }
 
-    /// The call for `key` is under way with `token`.
-    pub fn dispatched(&mut self, key: u64, token: u32) {
-        self.in_flight.insert(token, key);
+    /// The call `call` is under way with `token`.
+    pub fn dispatched(&mut self, call: u64, token: u32) {
+        self.in_flight.insert(token, call);
     }
 
-    /// The call for `key` could not be made: it counts as a failure.
-    pub fn not_dispatched(&mut self, key: u64, now_ms: u64) -> Settled {
-        self.settle_failure(key, now_ms)
+    /// The call `call` could not be made: it counts as a failure.
+    pub fn not_dispatched(&mut self, call: u64, now_ms: u64) -> Settled {
+        self.settle_failure(call, now_ms)
     }
 
-    /// The sidecar acknowledged the call `token`.
+    /// The sidecar acknowledged the call `token`: all its records are
+    /// stored.
     pub fn acknowledged(&mut self, token: u32) -> Settled {
-        let Some(key) = self.in_flight.remove(&token) else {
+        let Some(call) = self.in_flight.remove(&token) else {
             return Settled::Ignore;
         };
+        self.open_calls.remove(&call);
         self.failures = 0;
         self.resume_at_ms = 0;
         self.acknowledged_since_drop = true;
-        let Some(index) = self.entries.iter().position(|e| e.key == key) else {
-            return Settled::Ignore;
-        };
-        if self.gap_key == Some(key) {
+        let before = self.entries.len();
+        let gap_key = self.gap_key;
+        let mut gap_stored = false;
+        self.entries.retain(|e| {
+            let carried = e.call == Some(call);
+            gap_stored |= carried && Some(e.key) == gap_key;
+            !carried
+        });
+        if gap_stored {
             self.gap_key = None;
         }
-        match self.entries.remove(index) {
-            Some(entry) => Settled::Remove { message_id: entry.message_id },
-            None => Settled::Ignore,
+        match before - self.entries.len() {
+            0 => Settled::Ignore,
+            records => Settled::Removed { records },
         }
     }
 
@@ -253,9 +317,25 @@ impl Outbox {
     /// status from the sidecar).
     pub fn failed(&mut self, token: u32, now_ms: u64) -> Settled {
         match self.in_flight.remove(&token) {
-            Some(key) => self.settle_failure(key, now_ms),
+            Some(call) => self.settle_failure(call, now_ms),
             None => Settled::Ignore,
         }
+    }
+
+    /// The call `token` was answered UNIMPLEMENTED. For an `AppendBatch`
+    /// call this means the sidecar predates it: batching stops for good and
+    /// the records are free to go again at once, one per `Append` call
+    /// (no backoff: the sidecar answers). Otherwise it is a failure.
+    pub fn unimplemented(&mut self, token: u32, now_ms: u64) -> Settled {
+        if !self.batching {
+            return self.failed(token, now_ms);
+        }
+        let Some(call) = self.in_flight.remove(&token) else {
+            return Settled::Ignore;
+        };
+        self.release(call);
+        self.batching = false;
+        Settled::BatchesRefused
     }
 
     /// Records waiting for an acknowledgement (gap record included).
@@ -276,11 +356,25 @@ impl Outbox {
     fn insert(&mut self, message_id: String, bytes: Vec<u8>) -> u64 {
         let key = self.next_key;
         self.next_key += 1;
-        self.entries.push_back(Entry { key, message_id, bytes, sending: false });
+        self.entries.push_back(Entry { key, message_id, bytes, call: None });
         key
     }
 
-    fn settle_failure(&mut self, key: u64, now_ms: u64) -> Settled {
+    /// Frees the records of `call` to be sent again; returns how many and
+    /// the oldest one's `message_id`.
+    fn release(&mut self, call: u64) -> (usize, Option<String>) {
+        self.open_calls.remove(&call);
+        let mut released = 0;
+        let mut oldest = None;
+        for entry in self.entries.iter_mut().filter(|e| e.call == Some(call)) {
+            entry.call = None;
+            released += 1;
+            oldest.get_or_insert_with(|| entry.message_id.clone());
+        }
+        (released, oldest)
+    }
+
+    fn settle_failure(&mut self, call: u64, now_ms: u64) -> Settled {
         self.failures = self.failures.saturating_add(1);
         let shift = (self.failures - 1).min(16);
         let backoff_ms = self
@@ -289,40 +383,73 @@ impl Outbox {
             .saturating_mul(1u64 << shift)
             .min(self.config.backoff_max_ms);
         self.resume_at_ms = now_ms.saturating_add(backoff_ms);
-        let Some(entry) = self.entries.iter_mut().find(|e| e.key == key) else {
-            return Settled::Ignore;
-        };
-        entry.sending = false;
-        Settled::Retry { message_id: entry.message_id.clone(), backoff_ms, failures: self.failures }
+        match self.release(call) {
+            (records, Some(message_id)) => {
+                Settled::Retry { message_id, records, backoff_ms, failures: self.failures }
+            }
+            (_, None) => Settled::Ignore,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+    use warrant_wire::AuditBatch;
+
     use super::*;
 
+    /// An outbox with a window of 2 calls of one record each (batches are
+    /// tested with [`batching`]), short backoffs.
     fn outbox(capacity: usize) -> Outbox {
+        batching(capacity, 1, 1 << 20)
+    }
+
+    fn batching(capacity: usize, max_batch_records: usize, max_batch_bytes: usize) -> Outbox {
         Outbox::new(OutboxConfig {
             capacity,
             max_in_flight: 2,
+            max_batch_records,
+            max_batch_bytes,
             backoff_base_ms: 10,
             backoff_max_ms: 40,
         })
     }
 
-    fn push(outbox: &mut Outbox, id: &str) -> Result<(), Overflow> {
-        outbox.push(id.to_string(), id.as_bytes().to_vec())
+    fn record(id: &str) -> Vec<u8> {
+        AuditRecord { message_id: id.into(), ..Default::default() }.encode_to_vec()
     }
 
-    /// Sends what is due at `now`, giving tokens from `token` on.
-    fn send(outbox: &mut Outbox, now: u64, token: &mut u32) -> Vec<(u32, Vec<u8>)> {
+    fn push(outbox: &mut Outbox, id: &str) -> Result<(), Overflow> {
+        outbox.push(id.to_string(), record(id))
+    }
+
+    /// The `message_id`s a call carries, decoding its message as the
+    /// sidecar does.
+    fn ids(due: &Due) -> Vec<String> {
+        let records = if due.batch {
+            AuditBatch::decode(due.bytes.as_slice()).unwrap().records
+        } else {
+            vec![AuditRecord::decode(due.bytes.as_slice()).unwrap()]
+        };
+        assert_eq!(records.len(), due.records);
+        records.into_iter().map(|r| r.message_id).collect()
+    }
+
+    /// Sends what is due at `now`, giving tokens from `token` on; returns
+    /// each call's token and record ids.
+    fn send(outbox: &mut Outbox, now: u64, token: &mut u32) -> Vec<(u32, Vec<String>)> {
         let mut sent = Vec::new();
         for due in outbox.due(now) {
             *token += 1;
-            outbox.dispatched(due.key, *token);
-            sent.push((*token, due.bytes));
+            outbox.dispatched(due.call, *token);
+            sent.push((*token, ids(&due)));
         }
         sent
+    }
+
+    fn flat(sent: &[(u32, Vec<String>)]) -> Vec<Vec<&str>> {
+        sent.iter().map(|(_, ids)| ids.iter().map(String::as_str).collect()).collect()
     }
 
     #[test]
@@ -333,11 +460,11 @@ mod tests {
             push(&mut outbox, id).unwrap();
         }
         let sent = send(&mut outbox, 0, &mut token);
-        assert_eq!(sent.iter().map(|s| s.1.clone()).collect::<Vec<_>>(), [b"a", b"b"]);
+        assert_eq!(flat(&sent), [["a"], ["b"]]);
         assert!(send(&mut outbox, 0, &mut token).is_empty(), "window of 2 is full");
-        assert_eq!(outbox.acknowledged(sent[1].0), Settled::Remove { message_id: "b".into() });
+        assert_eq!(outbox.acknowledged(sent[1].0), Settled::Removed { records: 1 });
         let next = send(&mut outbox, 0, &mut token);
-        assert_eq!(next.iter().map(|s| s.1.clone()).collect::<Vec<_>>(), [b"c"]);
+        assert_eq!(flat(&next), [["c"]]);
         assert_eq!(outbox.len(), 2);
         assert_eq!(outbox.acknowledged(sent[1].0), Settled::Ignore, "settled twice");
     }
@@ -351,7 +478,10 @@ mod tests {
         }
         let sent = send(&mut outbox, 100, &mut token);
         let settled = outbox.failed(sent[0].0, 100);
-        assert_eq!(settled, Settled::Retry { message_id: "a".into(), backoff_ms: 10, failures: 1 });
+        assert_eq!(
+            settled,
+            Settled::Retry { message_id: "a".into(), records: 1, backoff_ms: 10, failures: 1 }
+        );
         assert!(outbox.due(109).is_empty(), "still backing off");
         // "b" is still in flight, so the probe window of one is full.
         assert!(outbox.due(110).is_empty());
@@ -359,13 +489,13 @@ mod tests {
         assert!(outbox.due(129).is_empty());
         let probe = send(&mut outbox, 130, &mut token);
         assert_eq!(probe.len(), 1, "one probe after failures");
-        assert_eq!(probe[0].1, b"a", "the oldest record first");
+        assert_eq!(probe[0].1, ["a"], "the oldest record first");
         assert!(matches!(outbox.failed(probe[0].0, 130), Settled::Retry { backoff_ms: 40, .. }));
         let probe = send(&mut outbox, 170, &mut token);
         assert!(matches!(outbox.failed(probe[0].0, 170), Settled::Retry { backoff_ms: 40, .. }));
         // The sidecar is back: the window opens again.
         let probe = send(&mut outbox, 210, &mut token);
-        assert!(matches!(outbox.acknowledged(probe[0].0), Settled::Remove { .. }));
+        assert!(matches!(outbox.acknowledged(probe[0].0), Settled::Removed { records: 1 }));
         assert_eq!(send(&mut outbox, 210, &mut token).len(), 2);
     }
 
@@ -374,7 +504,7 @@ mod tests {
         let mut outbox = outbox(8);
         push(&mut outbox, "a").unwrap();
         let due = outbox.due(0);
-        assert!(matches!(outbox.not_dispatched(due[0].key, 0), Settled::Retry { .. }));
+        assert!(matches!(outbox.not_dispatched(due[0].call, 0), Settled::Retry { .. }));
         assert_eq!(outbox.len(), 1);
         assert_eq!(outbox.due(10).len(), 1);
     }
@@ -398,7 +528,7 @@ mod tests {
         outbox.acknowledged(probe[0].0);
         assert_eq!(outbox.take_gap(), Some(2));
         assert_eq!(outbox.take_gap(), None, "taken");
-        outbox.push_gap("gap-1".into(), b"gap".to_vec());
+        outbox.push_gap("gap".into(), record("gap"));
         assert_eq!(outbox.len(), 2, "b and the gap record");
 
         // The gap record does not use a slot; a further overflow waits for
@@ -407,12 +537,99 @@ mod tests {
         assert!(push(&mut outbox, "f").is_err());
         assert_eq!(outbox.take_gap(), None, "one gap record at a time");
         let sent = send(&mut outbox, 20, &mut token);
-        assert_eq!(sent.iter().map(|s| s.1.clone()).collect::<Vec<_>>(), [&b"b"[..], b"gap"]);
+        assert_eq!(flat(&sent), [["b"], ["gap"]]);
         for (t, _) in sent {
             outbox.acknowledged(t);
         }
         assert_eq!(outbox.take_gap(), Some(1));
         assert_eq!(outbox.dropped_total(), 3);
+    }
+
+    #[test]
+    fn a_call_carries_what_waits_up_to_the_batch_limits() {
+        let mut outbox = batching(16, 3, 1 << 20);
+        let mut token = 0;
+        for id in ["a", "b", "c", "d", "e", "f", "g"] {
+            push(&mut outbox, id).unwrap();
+        }
+        let sent = send(&mut outbox, 0, &mut token);
+        assert_eq!(flat(&sent), [["a", "b", "c"], ["d", "e", "f"]]);
+        assert!(send(&mut outbox, 0, &mut token).is_empty(), "window of 2 calls is full");
+        push(&mut outbox, "h").unwrap();
+        assert_eq!(outbox.acknowledged(sent[1].0), Settled::Removed { records: 3 });
+        assert_eq!(outbox.len(), 5);
+        // What arrived while the calls were out goes together.
+        let next = send(&mut outbox, 0, &mut token);
+        assert_eq!(flat(&next), [["g", "h"]]);
+        assert_eq!(outbox.acknowledged(sent[0].0), Settled::Removed { records: 3 });
+        assert_eq!(outbox.acknowledged(next[0].0), Settled::Removed { records: 2 });
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn the_byte_limit_closes_a_batch_and_a_big_record_goes_alone() {
+        let size = record("a").len();
+        let mut outbox = batching(16, 10, 2 * size);
+        let mut token = 0;
+        push(&mut outbox, "a").unwrap();
+        push(&mut outbox, "b").unwrap();
+        outbox.push("big".into(), record(&"x".repeat(3 * size))).unwrap();
+        push(&mut outbox, "c").unwrap();
+        let sent = send(&mut outbox, 0, &mut token);
+        assert_eq!(flat(&sent), [vec!["a", "b"], vec![&*"x".repeat(3 * size)]]);
+        for (t, _) in &sent {
+            outbox.acknowledged(*t);
+        }
+        assert_eq!(flat(&send(&mut outbox, 0, &mut token)), [["c"]]);
+    }
+
+    #[test]
+    fn a_failed_batch_keeps_its_records_and_one_record_probes() {
+        let mut outbox = batching(16, 8, 1 << 20);
+        let mut token = 0;
+        for id in ["a", "b", "c"] {
+            push(&mut outbox, id).unwrap();
+        }
+        let sent = send(&mut outbox, 0, &mut token);
+        assert_eq!(flat(&sent), [["a", "b", "c"]]);
+        assert_eq!(
+            outbox.failed(sent[0].0, 0),
+            Settled::Retry { message_id: "a".into(), records: 3, backoff_ms: 10, failures: 1 }
+        );
+        assert_eq!(outbox.len(), 3);
+        let probe = send(&mut outbox, 10, &mut token);
+        assert_eq!(flat(&probe), [["a"]], "one record probes");
+        assert_eq!(outbox.acknowledged(probe[0].0), Settled::Removed { records: 1 });
+        assert_eq!(flat(&send(&mut outbox, 10, &mut token)), [["b", "c"]]);
+    }
+
+    #[test]
+    fn a_sidecar_without_batches_gets_one_append_per_record_at_once() {
+        let mut outbox = batching(16, 8, 1 << 20);
+        let mut token = 0;
+        for id in ["a", "b", "c"] {
+            push(&mut outbox, id).unwrap();
+        }
+        let first = outbox.due(0);
+        assert!(first[0].batch);
+        outbox.dispatched(first[0].call, 1);
+        assert_eq!(outbox.unimplemented(1, 0), Settled::BatchesRefused);
+        token += 1;
+        // No backoff: the sidecar answers, it only wants single records.
+        let due = outbox.due(0);
+        assert!(due.iter().all(|d| !d.batch && d.records == 1));
+        assert_eq!(due.iter().map(ids).collect::<Vec<_>>(), [["a"], ["b"]]);
+        for d in &due {
+            token += 1;
+            outbox.dispatched(d.call, token);
+        }
+        assert_eq!(outbox.acknowledged(token), Settled::Removed { records: 1 });
+        // UNIMPLEMENTED for an Append is a failure like any other.
+        assert!(matches!(
+            outbox.unimplemented(token - 1, 0),
+            Settled::Retry { backoff_ms: 10, .. }
+        ));
+        assert_eq!(outbox.len(), 2);
     }
 
     #[test]

@@ -9,16 +9,24 @@
 //!   equally, and the hash depends on the chain position;
 //! - the entry's JSON columns (findings, delegation path, notes) read back
 //!   to the record's lists, and the quarantine digest is empty exactly when
-//!   the record carries no quarantined content.
+//!   the record carries no quarantined content;
+//! - read as an `AuditBatch` (what `AppendBatch` carries), the filter's
+//!   framing of the records' encodings (`warrant_wire::encode_batch`) is
+//!   prost's encoding of the batch.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use warrant_audit::chain::{content_sha256, Entry};
-use warrant_wire::AuditRecord;
+use warrant_wire::{encode_batch, AuditBatch, AuditRecord};
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(batch) = AuditBatch::decode(data) {
+        let encoded: Vec<Vec<u8>> = batch.records.iter().map(Message::encode_to_vec).collect();
+        let framed = encode_batch(encoded.iter().map(Vec::as_slice));
+        assert_eq!(framed, batch.encode_to_vec(), "encode_batch differs from prost");
+    }
     let Ok(record) = AuditRecord::decode(data) else { return };
     let bytes = record.encode_to_vec();
     let again = AuditRecord::decode(bytes.as_slice()).expect("a re-encoded record decodes");

@@ -15,6 +15,28 @@ include!(concat!(env!("OUT_DIR"), "/warrant.audit.v1.rs"));
 pub const AUDIT_SERVICE: &str = "warrant.audit.v1.AuditService";
 /// The append method of [`AUDIT_SERVICE`].
 pub const APPEND_METHOD: &str = "Append";
+/// The batch append method of [`AUDIT_SERVICE`] (an [`AuditBatch`]).
+pub const APPEND_BATCH_METHOD: &str = "AppendBatch";
+
+/// The bytes of an [`AuditBatch`] holding `records`, each already an
+/// encoded [`AuditRecord`], in order: what `AuditBatch { records }.encode`
+/// gives, without decoding and re-encoding every record (a repeated message
+/// field is each message's bytes behind its tag and length).
+pub fn encode_batch<'a>(records: impl IntoIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+    let len: usize = records
+        .clone()
+        .into_iter()
+        .map(|r| key_len(1) + encoded_len_varint(r.len() as u64) + r.len())
+        .sum();
+    let mut out = Vec::with_capacity(len);
+    for record in records {
+        encode_key(1, WireType::LengthDelimited, &mut out);
+        encode_varint(record.len() as u64, &mut out);
+        out.extend_from_slice(record);
+    }
+    out
+}
 
 /// The proto source, for tools that want to show or check it.
 pub const PROTO_SOURCE: &str = include_str!("../proto/warrant/audit/v1/audit.proto");
@@ -35,5 +57,22 @@ mod tests {
         };
         let bytes = record.encode_to_vec();
         assert_eq!(AuditRecord::decode(bytes.as_slice()).unwrap(), record);
+    }
+
+    #[test]
+    fn a_batch_of_encoded_records_is_the_batch_message() {
+        let records: Vec<AuditRecord> = (0..3)
+            .map(|i| AuditRecord {
+                message_id: format!("m-{i}"),
+                // Long enough for a two-byte length.
+                reason: "r".repeat(200 * i),
+                ..Default::default()
+            })
+            .collect();
+        let encoded: Vec<Vec<u8>> = records.iter().map(Message::encode_to_vec).collect();
+        let bytes = encode_batch(encoded.iter().map(Vec::as_slice));
+        assert_eq!(bytes, AuditBatch { records: records.clone() }.encode_to_vec());
+        assert_eq!(AuditBatch::decode(bytes.as_slice()).unwrap().records, records);
+        assert!(encode_batch(std::iter::empty()).is_empty());
     }
 }
