@@ -42,7 +42,7 @@ use warrant_core::pipeline::{evaluate, refuse_early, Env, Outcome, FACT_PREFIX};
 use warrant_core::request::{HeaderNames, RequestHead};
 use warrant_delegation::ChainCache;
 use warrant_session::{OsRandom, SetError, SharedStore, StoreError};
-use warrant_wire::{APPEND_BATCH_METHOD, APPEND_METHOD, AUDIT_SERVICE};
+use warrant_wire::{AuditRecord, APPEND_BATCH_METHOD, APPEND_METHOD, AUDIT_SERVICE};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -426,9 +426,7 @@ impl WarrantHttp {
     /// it is acknowledged (`sync`), or buffers the record and carries out
     /// the decision at once (`async`).
     fn send_record(&mut self, mut outcome: Outcome) -> Action {
-        let received = outcome.record.received_at_unix_nanos;
-        let elapsed = now_nanos().saturating_sub(received).max(0) / 1000;
-        outcome.record.latency_micros = u64::try_from(elapsed).unwrap_or(0);
+        stamp_latency(&mut outcome.record);
         debug!(
             "#{} decision {} ({}) for {:?} -> {:?}",
             self.context_id,
@@ -623,6 +621,7 @@ impl WarrantHttp {
         warn!("#{} {message}", self.context_id);
         let mut outcome = self.refuse(&head, &message_id, decision, message);
         outcome.record.http_status = status;
+        stamp_latency(&mut outcome.record);
         self.shared.count(outcome.decision, &[]);
         self.response_headers.clone_from(&outcome.response_headers);
         let audit = &self.policy().config.audit;
@@ -820,6 +819,13 @@ impl HttpContext for WarrantHttp {
         };
         self.decide_with_body(*head, message_id, body_size)
     }
+}
+
+/// Sets the record's `latency_micros`: from the request's arrival to now,
+/// when the record leaves for the sidecar.
+fn stamp_latency(record: &mut AuditRecord) {
+    let elapsed = now_nanos().saturating_sub(record.received_at_unix_nanos).max(0) / 1000;
+    record.latency_micros = u64::try_from(elapsed).unwrap_or(0);
 }
 
 fn now_nanos() -> i64 {

@@ -211,6 +211,8 @@ pub struct Record {
     pub delegation_root: String,
     pub delegation_depth: i64,
     pub delegation_path: String,
+    /// Microseconds from the request's arrival to its record.
+    pub latency_us: i64,
 }
 
 /// Reads every record of a chain database (read-only).
@@ -222,7 +224,8 @@ pub fn records(db: &Path) -> Vec<Record> {
         .prepare(
             "SELECT seq, message_id, from_agent, to_agent, status, decision, reason, http_status,
                     body_sha256, findings, method, path, session_id, node, notes,
-                    delegation_chain_hash, delegation_root, delegation_depth, delegation_path
+                    delegation_chain_hash, delegation_root, delegation_depth, delegation_path,
+                    latency_us
              FROM entries ORDER BY seq",
         )
         .expect("query");
@@ -247,6 +250,7 @@ pub fn records(db: &Path) -> Vec<Record> {
             delegation_root: r.get(16)?,
             delegation_depth: r.get(17)?,
             delegation_path: r.get(18)?,
+            latency_us: r.get(19)?,
         })
     })
     .expect("rows")

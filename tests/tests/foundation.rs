@@ -402,4 +402,5 @@ fn envoy_answering_before_the_filter_decides_is_still_audited() {
     assert_eq!((r.decision.as_str(), r.http_status), ("payload_too_large", 413));
     assert_eq!((r.to.as_str(), r.status.as_str()), ("bob", "rejected"));
     assert!(r.reason.contains("request_body_buffer_limit"), "{}", r.reason);
+    assert!(r.latency_us > 0, "the record says how long the request took: {r:?}");
 }
