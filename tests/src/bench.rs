@@ -521,6 +521,9 @@ pub enum Setup {
     /// `audit.mode = sync` with the sidecar's commits not fsynced
     /// (`serve --synchronous normal`).
     SyncNormal,
+    /// `envoy/envoy.yaml` with the floor filter (`tests/floor-filter`) in
+    /// Warrant's place: the same per-request host calls, none of the work.
+    Floor,
 }
 
 impl Setup {
@@ -531,6 +534,7 @@ impl Setup {
             Setup::Sync => "Warrant, audit sync",
             Setup::Async => "Warrant, audit async",
             Setup::SyncNormal => "Warrant, audit sync, sidecar synchronous=normal",
+            Setup::Floor => "proxy-wasm floor (Warrant's host calls, no work)",
         }
     }
 }
@@ -681,7 +685,7 @@ impl BenchStack {
         std::fs::create_dir_all(dir).expect("stack dir");
         let upstream = FastUpstream::start();
         let sidecar = match setup {
-            Setup::Baseline => None,
+            Setup::Baseline | Setup::Floor => None,
             Setup::Sync | Setup::Async => Some(Sidecar::start(&dir.join("audit.db"), dir)),
             Setup::SyncNormal => Some(Sidecar::start_flagged(
                 &dir.join("audit.db"),
@@ -704,29 +708,71 @@ impl BenchStack {
     }
 }
 
-/// Renders `envoy/envoy.yaml` for `setup` into `out` (the baseline is the
-/// same document without the wasm HTTP filter).
+/// Renders `envoy/envoy.yaml` for `setup` into `out`: the baseline is the
+/// same document without the wasm HTTP filter, the floor the same document
+/// with the floor filter's module (and an empty configuration) in it.
 pub fn render(setup: Setup, out: &Path, ports: Ports, patch: &dyn Fn(&mut serde_json::Value)) {
     let template = crate::repo_root().join("envoy/envoy.yaml");
     envoy::render(&template, out, ports, patch);
-    if setup == Setup::Baseline {
-        let text = std::fs::read_to_string(out).expect("read rendered config");
-        let mut doc: Value = serde_yaml::from_str(&text).expect("rendered config is YAML");
-        let removed = remove_wasm_filters(&mut doc);
-        assert!(removed > 0, "no wasm filter found to remove in envoy/envoy.yaml");
-        std::fs::write(out, serde_yaml::to_string(&doc).expect("render")).expect("write config");
+    if !matches!(setup, Setup::Baseline | Setup::Floor) {
+        return;
     }
+    let text = std::fs::read_to_string(out).expect("read rendered config");
+    let mut doc: Value = serde_yaml::from_str(&text).expect("rendered config is YAML");
+    let changed = if setup == Setup::Baseline {
+        remove_wasm_filters(&mut doc)
+    } else {
+        let floor = crate::floor_wasm_path();
+        for_each_wasm_filter(&mut doc, &mut |config| {
+            config["vm_config"]["code"]["local"]["filename"] = floor.display().to_string().into();
+            config["vm_config"]["vm_id"] = "warrant-floor".into();
+            config["root_id"] = "warrant-floor".into();
+            config["configuration"]["value"] = "{}".into();
+        })
+    };
+    assert!(changed > 0, "no wasm filter found in envoy/envoy.yaml");
+    std::fs::write(out, serde_yaml::to_string(&doc).expect("render")).expect("write config");
+}
+
+/// Runs `change` on the `config` of every `envoy.filters.http.wasm` entry
+/// of the listeners' HTTP filter chains; returns how many.
+fn for_each_wasm_filter(doc: &mut Value, change: &mut dyn FnMut(&mut Value)) -> usize {
+    let mut found = 0;
+    for http in http_filter_lists(doc) {
+        for filter in http.iter_mut() {
+            if filter.get("name").and_then(Value::as_str) == Some("envoy.filters.http.wasm") {
+                if let Some(config) =
+                    filter.get_mut("typed_config").and_then(|t| t.get_mut("config"))
+                {
+                    change(config);
+                    found += 1;
+                }
+            }
+        }
+    }
+    found
 }
 
 /// Removes every `envoy.filters.http.wasm` entry from the listeners' HTTP
 /// filter chains; returns how many.
 fn remove_wasm_filters(doc: &mut Value) -> usize {
     let mut removed = 0;
+    for http in http_filter_lists(doc) {
+        let before = http.len();
+        http.retain(|f| f.get("name").and_then(Value::as_str) != Some("envoy.filters.http.wasm"));
+        removed += before - http.len();
+    }
+    removed
+}
+
+/// The `http_filters` lists of every listener's filter chains.
+fn http_filter_lists(doc: &mut Value) -> Vec<&mut Vec<Value>> {
     let listeners = doc
         .get_mut("static_resources")
         .and_then(|r| r.get_mut("listeners"))
         .and_then(Value::as_sequence_mut)
         .expect("listeners");
+    let mut lists = Vec::new();
     for listener in listeners {
         let chains = listener
             .get_mut("filter_chains")
@@ -739,17 +785,11 @@ fn remove_wasm_filters(doc: &mut Value) -> usize {
                     .get_mut("typed_config")
                     .and_then(|t| t.get_mut("http_filters"))
                     .and_then(Value::as_sequence_mut);
-                if let Some(http) = http {
-                    let before = http.len();
-                    http.retain(|f| {
-                        f.get("name").and_then(Value::as_str) != Some("envoy.filters.http.wasm")
-                    });
-                    removed += before - http.len();
-                }
+                lists.extend(http);
             }
         }
     }
-    removed
+    lists
 }
 
 // ---------------------------------------------------------------------------

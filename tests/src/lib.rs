@@ -55,6 +55,13 @@ pub fn wasm_path() -> PathBuf {
     artifact("WARRANT_WASM", repo_root().join("target/wasm32-wasip1/release/warrant_filter.wasm"))
 }
 
+/// The bench's floor filter (`WARRANT_FLOOR_WASM`, default the release
+/// wasm32-wasip1 build of `tests/floor-filter`).
+pub fn floor_wasm_path() -> PathBuf {
+    let default = "target/wasm32-wasip1/release/warrant_floor_filter.wasm";
+    artifact("WARRANT_FLOOR_WASM", repo_root().join(default))
+}
+
 /// The sidecar binary (`WARRANT_AUDIT_BIN`, default the debug build).
 pub fn audit_bin() -> PathBuf {
     artifact("WARRANT_AUDIT_BIN", repo_root().join("target/debug/warrant-audit"))

@@ -49,6 +49,25 @@ fn wasm_plugin_config_validates_where_istio_puts_it() {
     assert_validates(&base, "wasmplugin");
 }
 
+/// The bench's configurations are the shipped config with the filter taken
+/// out (baseline) or swapped for the floor filter; both must stay loadable
+/// as `envoy/envoy.yaml` changes.
+#[test]
+fn bench_baseline_and_floor_configs_validate() {
+    use warrant_e2e::bench::{render, Setup};
+    let dir = tempfile::tempdir().unwrap();
+    let ports = warrant_e2e::envoy::Ports { audit: 1, upstream: 1 };
+    for (setup, module) in [(Setup::Baseline, None), (Setup::Floor, Some("warrant_floor_filter"))] {
+        let out = dir.path().join(format!("{setup:?}.yaml"));
+        render(setup, &out, ports, &|_| {});
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(!text.contains("warrant_filter.wasm"), "{setup:?}: Warrant left in");
+        assert_eq!(module.is_some_and(|m| text.contains(m)), module.is_some(), "{setup:?}");
+        let (ok, output) = validate(&out);
+        assert!(ok, "{setup:?}: {output}");
+    }
+}
+
 #[test]
 fn rendered_envoy_filter_with_a_bad_plugin_config_is_refused_naming_the_field() {
     let mut doc = envoy_filter("envoy/istio/warrant-inbound.yaml");
