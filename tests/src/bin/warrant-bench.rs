@@ -70,6 +70,10 @@ struct Run {
     p99_ms: f64,
     samples: usize,
     failures: u64,
+    /// Records the filter dropped during the run because its `async`
+    /// buffer was full (Envoy's `warrant.audit.dropped`; the chain counts
+    /// them in gap records).
+    audit_dropped: u64,
     /// Chain runs: the median over the run's triples (requests 3t, 3t + 1,
     /// 3t + 2) of this case's latency minus the no-chain request's of the
     /// same triple, in µs. NaN elsewhere.
@@ -77,6 +81,9 @@ struct Run {
 }
 
 type Cell = (usize, Traffic); // (size index, traffic)
+
+/// Envoy's counter of records a full `async` buffer dropped.
+const AUDIT_DROPPED: &str = "wasmcustom.warrant.audit.dropped";
 
 fn main() {
     let args = Args::parse();
@@ -193,6 +200,7 @@ fn main() {
                     check(stack, &request, Client::new(stack.port()).send(&request).ok(), "probe");
                     let file = dir.join("request.bin");
                     std::fs::write(&file, &request).expect("write request");
+                    let dropped_before = stack.envoy.stat(AUDIT_DROPPED);
                     let saturation =
                         wrk(stack.port(), &file, &dir, plan.saturation, WRK_CONNECTIONS)
                             .unwrap_or_else(|e| panic!("wrk: {e}"));
@@ -214,12 +222,18 @@ fn main() {
                             + latency.non_200
                             + latency.errors
                             + latency.dropped,
+                        audit_dropped: stack.envoy.stat(AUDIT_DROPPED) - dropped_before,
                         paired_us: f64::NAN,
                     };
                     eprintln!(
                         "warrant-bench:   {:.0} req/s; at {rate}/s p50 {:.3} ms p99 {:.3} ms \
-                         ({} samples); failures {}",
-                        run.rps, run.p50_ms, run.p99_ms, run.samples, run.failures
+                         ({} samples); failures {}; audit records dropped {}",
+                        run.rps,
+                        run.p50_ms,
+                        run.p99_ms,
+                        run.samples,
+                        run.failures,
+                        run.audit_dropped
                     );
                     runs.entry(((size_index, traffic), setup)).or_default().push(run);
                 }
@@ -368,6 +382,7 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
                     p99_ms: latency.quantile_ms_of(0.99, which),
                     samples: latency.count_of(which),
                     failures,
+                    audit_dropped: 0,
                     paired_us,
                 };
                 eprintln!(
@@ -571,10 +586,16 @@ impl Report {
                     let ratio: Vec<f64> =
                         with.iter().zip(base).map(|(w, b)| w.rps / b.rps).collect();
                     let (goal, ok) = throughput_goal(size_index, *setup, spread(&ratio).1);
+                    let dropped: u64 = with.iter().map(|r| r.audit_dropped).sum();
+                    let dropped = if dropped == 0 {
+                        String::new()
+                    } else {
+                        format!("; {dropped} audit records dropped, buffer full (in gap records)")
+                    };
                     self.row(
                         format!("{t}: throughput ratio to baseline, {name}"),
                         size_name,
-                        fmt_spread(spread(&ratio), "×", 2),
+                        fmt_spread(spread(&ratio), "×", 2) + &dropped,
                         goal,
                         ok.map(verdict).unwrap_or_default(),
                     );
