@@ -26,6 +26,8 @@
 //! `Result`, never the trait helpers that unwrap; a panic would trap and kill
 //! the VM of this worker.
 
+mod host;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -540,12 +542,13 @@ impl WarrantHttp {
     /// (`%FILTER_STATE(wasm.warrant.sender:PLAIN)%`) read. Each property is
     /// set once per request; Envoy refuses a property only without a
     /// stream (never in an HTTP context) or when it was declared read-only
-    /// (we declare none), which are the statuses the SDK would trap on.
+    /// (we declare none): statuses the SDK's `set_property` would trap on,
+    /// which [`host::set_property`] returns instead.
     fn export_facts(&self, outcome: &Outcome) {
         for (fact, value) in &outcome.facts {
             let name = format!("{FACT_PREFIX}{fact}");
-            if let Err(status) = hostcalls::set_property(vec![&name], Some(value.as_bytes())) {
-                debug!("#{} cannot set property {name}: {status:?}", self.context_id);
+            if let Err(status) = host::set_property(&name, value.as_bytes()) {
+                warn!("#{} cannot set property {name}: host status {}", self.context_id, status.0);
             }
         }
     }
