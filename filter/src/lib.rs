@@ -843,17 +843,7 @@ fn new_message_id() -> String {
     if let Err(e) = getrandom::fill(&mut bytes) {
         error!("warrant: no randomness for the message id: {e}");
     }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        hex.get(0..8).unwrap_or(""),
-        hex.get(8..12).unwrap_or(""),
-        hex.get(12..16).unwrap_or(""),
-        hex.get(16..20).unwrap_or(""),
-        hex.get(20..32).unwrap_or("")
-    )
+    warrant_core::message_id::uuid_v4(bytes)
 }
 
 /// The mTLS peer certificate's URI SAN, when the connection has one.

@@ -16,6 +16,7 @@
 //!   local reply body;
 //! - [`pipeline`]: runs all of the above and yields an [`pipeline::Outcome`]
 //!   with the decision and its audit record;
+//! - [`message_id`]: the UUID v4 text that names each record;
 //! - [`outbox`]: the bounded buffer of records waiting for the sidecar's
 //!   acknowledgement in `audit.mode = "async"` (retries, backoff, gaps).
 //!
@@ -28,6 +29,7 @@ pub mod decision;
 pub mod envelope;
 pub mod extract;
 pub mod identity;
+pub mod message_id;
 pub mod outbox;
 pub mod pipeline;
 pub mod replay;
