@@ -1,6 +1,7 @@
 //! The audit chain's speed, measured against plain SQLite in the same run.
 //!
-//! `cargo bench -p warrant-audit --bench chain [-- --records N --rounds R]`
+//! `cargo bench -p warrant-audit --bench chain [-- --records N --rounds R]
+//! [--only verify]`
 //!
 //! Every round writes the same records (shaped like the filter's: ids,
 //! names, hex hashes, a session; about 450 bytes of columns) into fresh
@@ -21,14 +22,20 @@
 //!
 //! and then **verify**: [`verify_connection`] with the key over the chain
 //! database just written (every entry recomputed and linked, every
-//! checkpoint signature checked). Its `cpu` rate is per second of the
-//! reading thread's CPU time (the hashing thread runs beside it); the rate
-//! per second of both threads' CPU time is printed after the summary.
+//! checkpoint signature checked), twice, in alternating order: with the
+//! default [`Split`] (the entries in ranges over the machine's cores), and
+//! as one range (a reading thread and a hashing thread: what `verify` did
+//! before ranges), the baseline of the same round. The `cpu` rates are per
+//! second of CPU time of the whole process (every thread, also those that
+//! ended); for one range also per second of the reading thread's.
+//! `--only verify` leaves out plain and writer (the chain is still
+//! written: it is what is verified).
 //!
 //! The goals (issue 6): chain ≥ 50,000 records/s on 2 cores and ≥ half the
 //! plain rate of the same run; verify ≥ 1,000,000 entries/s. The rates are
-//! medians over the rounds; the ratio is the median of each round's
-//! chain/plain, so a noisy neighbour slows both sides of a pair.
+//! medians over the rounds; the ratios are the medians of each round's
+//! chain/plain and ranges/one range, so a noisy neighbour slows both sides
+//! of a pair.
 //!
 //! Output: Criterion-style `time:`/`thrpt:` lines (per record; what
 //! `scripts/bench` reads), then a summary with the ratio and the goals. The
@@ -50,7 +57,7 @@ use warrant_audit::chain::{Entry, FieldValue};
 use warrant_audit::metrics::Metrics;
 use warrant_audit::server::{CheckpointPolicy, Writer};
 use warrant_audit::store::Store;
-use warrant_audit::verify::{verify_connection, Options};
+use warrant_audit::verify::{verify_connection, Options, Split};
 use warrant_wire::AuditRecord;
 
 const BATCH: usize = 512;
@@ -60,10 +67,11 @@ const WRITER_CLIENTS: usize = 256;
 struct Args {
     records: usize,
     rounds: usize,
+    only_verify: bool,
 }
 
 fn args() -> Args {
-    let mut out = Args { records: 100_000, rounds: 5 };
+    let mut out = Args { records: 100_000, rounds: 5, only_verify: false };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -71,9 +79,13 @@ fn args() -> Args {
         match argv[i].as_str() {
             "--records" => out.records = value.parse().expect("--records N"),
             "--rounds" => out.rounds = value.parse().expect("--rounds R"),
+            "--only" => {
+                assert_eq!(value, "verify", "--only verify");
+                out.only_verify = true;
+            }
             "--measurement-time" => {
                 if value.parse::<f64>().unwrap_or(3.0) < 2.0 {
-                    out = Args { records: 20_000, rounds: 3 };
+                    (out.records, out.rounds) = (20_000, 3);
                 }
             }
             // Other Criterion options (--bench, --warm-up-time, ...).
@@ -227,12 +239,12 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Verifies the chain database; returns entries per second of wall time,
-/// of this (the reading) thread's CPU time, and of the process's CPU time
-/// (both threads: reading and hashing).
-fn verify(db: &Path, expected: u64) -> (f64, f64, f64) {
+/// Verifies the chain database split by `split`; returns entries per
+/// second of wall time, of this thread's CPU time (the reading thread when
+/// the walk is one range) and of the process's CPU time (every thread).
+fn verify(db: &Path, expected: u64, split: Split) -> (f64, f64, f64) {
     let conn = Store::open_read_only(db).unwrap();
-    let options = Options { key: Some(key().verifying_key()), ..Options::default() };
+    let options = Options { key: Some(key().verifying_key()), split, ..Options::default() };
     let (start, cpu, all) = (Instant::now(), thread_cpu(), process_cpu());
     let report = verify_connection(&conn, &options, &mut |_, _| {}).unwrap();
     let n = report.entries as f64;
@@ -243,30 +255,21 @@ fn verify(db: &Path, expected: u64) -> (f64, f64, f64) {
     rates
 }
 
-/// This thread's time on a CPU, in seconds (`/proc/thread-self/schedstat`,
-/// nanoseconds): what a run costs when no other process wants the core.
+/// This thread's time on a CPU, in seconds: what a run costs when no other
+/// process wants the core.
 fn thread_cpu() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
-        .map_or(f64::NAN, |ns| ns / 1e9)
+    cpu_seconds(rustix::time::ClockId::ThreadCPUTime)
 }
 
 /// The process's time on CPUs, in seconds, over all its threads, also
-/// those that have ended (`/proc/self/stat` utime + stime, in the kernel's
-/// USER_HZ ticks, 100 per second on Linux: a 10 ms resolution).
+/// those that have ended.
 fn process_cpu() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Fields after the parenthesised command name; utime is field 14.
-            let rest = s.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let ticks =
-                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-            Some(ticks / 100.0)
-        })
-        .unwrap_or(f64::NAN)
+    cpu_seconds(rustix::time::ClockId::ProcessCPUTime)
+}
+
+fn cpu_seconds(clock: rustix::time::ClockId) -> f64 {
+    let t = rustix::time::clock_gettime(clock);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -311,6 +314,16 @@ fn report(id: &str, rates: &[f64]) {
     println!("{:<24}thrpt:  [{} {} {}]", "", rate(lo), rate(mid), rate(hi));
 }
 
+/// One round's rates: (wall, CPU) for plain and chain, (rate, mean batch)
+/// for the writer, and [`verify`]'s three for each split.
+struct Round {
+    plain: (f64, f64),
+    chain: (f64, f64),
+    writer: (f64, f64),
+    ranges: (f64, f64, f64),
+    one: (f64, f64, f64),
+}
+
 fn main() {
     let args = args();
     let records: Vec<AuditRecord> = (0..args.records).map(record).collect();
@@ -325,60 +338,101 @@ fn main() {
         dir.path().display(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let mut all: Vec<[f64; 8]> = Vec::new();
-    let mut verify_cpu: Vec<f64> = Vec::new();
-    let mut verify_all: Vec<f64> = Vec::new();
+    // One range with its hashing thread, as `verify` walked before ranges.
+    let one_range = Split { max_ranges: 2, min_range_entries: args.records as u64 };
+    let mut rows: Vec<Round> = Vec::new();
     for round in 0..args.rounds {
-        let (p, p_cpu) = plain(&dir.path().join(format!("plain-{round}.db")), &records);
+        let (p, p_cpu) = if args.only_verify {
+            (f64::NAN, f64::NAN)
+        } else {
+            plain(&dir.path().join(format!("plain-{round}.db")), &records)
+        };
         let chain_db = dir.path().join(format!("chain-{round}.db"));
         let (c, c_cpu) = chain(&chain_db, &records);
-        let (w, b) = writer(&dir.path().join(format!("writer-{round}.db")), &records);
-        let (v, v_cpu, v_all) = verify(&chain_db, args.records as u64);
+        let (w, b) = if args.only_verify {
+            (f64::NAN, f64::NAN)
+        } else {
+            writer(&dir.path().join(format!("writer-{round}.db")), &records)
+        };
+        let n = args.records as u64;
+        let (ranges, one) = if round % 2 == 0 {
+            let ranges = verify(&chain_db, n, Split::default());
+            (ranges, verify(&chain_db, n, one_range))
+        } else {
+            let one = verify(&chain_db, n, one_range);
+            (verify(&chain_db, n, Split::default()), one)
+        };
         eprintln!(
             "round {round}: plain {p:.0}/s (cpu {p_cpu:.0}/s), chain {c:.0}/s (cpu {c_cpu:.0}/s) \
-             ratio {:.2}, writer {w:.0}/s (batches of {b:.0}), verify {v:.0}/s (cpu: reading thread {v_cpu:.0}/s, both {v_all:.0}/s)",
-            c / p
+             ratio {:.2}, writer {w:.0}/s (batches of {b:.0}), verify {:.0}/s (cpu {:.0}/s), \
+             one range {:.0}/s (cpu: reading thread {:.0}/s, both {:.0}/s)",
+            c / p,
+            ranges.0,
+            ranges.2,
+            one.0,
+            one.1,
+            one.2
         );
-        all.push([p, p_cpu, c, c_cpu, c / p, w, b, v]);
-        verify_cpu.push(v_cpu);
-        verify_all.push(v_all);
+        let row = Round { plain: (p, p_cpu), chain: (c, c_cpu), writer: (w, b), ranges, one };
+        rows.push(row);
         for name in ["plain", "chain", "writer"] {
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(dir.path().join(format!("{name}-{round}.db{suffix}")));
             }
         }
     }
-    let column = |i: usize| all.iter().map(|r| r[i]).collect::<Vec<f64>>();
-    report("audit/append/plain", &column(0));
-    report("audit/append/chain", &column(2));
-    report("audit/append/writer", &column(5));
-    report("audit/verify", &column(7));
-    let m = |i: usize| median(&column(i));
-    let (chain_rate, ratio, verify_rate) = (m(2), m(4), m(7));
+    let column = |f: fn(&Round) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
+    let m = |f: fn(&Round) -> f64| median(&column(f));
+    if !args.only_verify {
+        report("audit/append/plain", &column(|r| r.plain.0));
+        report("audit/append/chain", &column(|r| r.chain.0));
+        report("audit/append/writer", &column(|r| r.writer.0));
+    }
+    report("audit/verify", &column(|r| r.ranges.0));
+    report("audit/verify/one-range", &column(|r| r.one.0));
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!();
     println!(
         "  summary ({} records x {} rounds, medians; cpu = per second on a CPU):",
         args.records, args.rounds
     );
-    println!("    plain SQLite inserts     {:>10.0} records/s   cpu {:>10.0}/s", m(0), m(1));
-    println!(
-        "    chain + checkpoints      {chain_rate:>10.0} records/s   cpu {:>10.0}/s   goal >= 50000: {}",
-        m(3),
-        verdict(chain_rate >= 50_000.0)
-    );
-    println!(
-        "    chain / plain            {ratio:>10.2}                                goal >= 0.50: {}",
-        verdict(ratio >= 0.5)
-    );
-    println!("    writer thread            {:>10.0} records/s   (mean batch {:.0})", m(5), m(6));
+    if !args.only_verify {
+        let (chain_rate, ratio) = (m(|r| r.chain.0), m(|r| r.chain.0 / r.plain.0));
+        println!(
+            "    plain SQLite inserts     {:>10.0} records/s   cpu {:>10.0}/s",
+            m(|r| r.plain.0),
+            m(|r| r.plain.1)
+        );
+        println!(
+            "    chain + checkpoints      {chain_rate:>10.0} records/s   cpu {:>10.0}/s   goal >= 50000: {}",
+            m(|r| r.chain.1),
+            verdict(chain_rate >= 50_000.0)
+        );
+        println!(
+            "    chain / plain            {ratio:>10.2}                                goal >= 0.50: {}",
+            verdict(ratio >= 0.5)
+        );
+        println!(
+            "    writer thread            {:>10.0} records/s   (mean batch {:.0})",
+            m(|r| r.writer.0),
+            m(|r| r.writer.1)
+        );
+    }
+    let verify_rate = m(|r| r.ranges.0);
     println!(
         "    verify                   {verify_rate:>10.0} entries/s   cpu {:>10.0}/s   goal >= 1000000: {}",
-        median(&verify_cpu),
+        m(|r| r.ranges.2),
         verdict(verify_rate >= 1_000_000.0)
     );
     println!(
-        "      (verify cpu: per second of the reading thread; both threads together: {:.0}/s)",
-        median(&verify_all)
+        "    verify, one range        {:>10.0} entries/s   cpu {:>10.0}/s   (reading thread {:.0}/s)",
+        m(|r| r.one.0),
+        m(|r| r.one.2),
+        m(|r| r.one.1)
+    );
+    println!(
+        "    verify / one range       {:>10.2}   ({} ranges by default on this machine)",
+        m(|r| r.ranges.0 / r.one.0),
+        Split::default().ranges(args.records as u64)
     );
 }

@@ -209,7 +209,7 @@ impl VerifyArgs {
             }
             None => None,
         };
-        let options = Options { key, limit: self.limit, external };
+        let options = Options { key, limit: self.limit, external, ..Options::default() };
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(

@@ -567,7 +567,7 @@ fn check_tail(
     let options = crate::verify::Options {
         key: Some(*key),
         limit: Some(store.head().seq.saturating_sub(covered)),
-        external: None,
+        ..crate::verify::Options::default()
     };
     let report = crate::verify::verify_connection(conn, &options, &mut |_, _| {})?;
     if let Some(broken) = report.broken {

@@ -255,16 +255,46 @@ fn text_report_names_state_and_counts_with_separators() {
     assert_eq!(thousands(999), "999");
 }
 
-/// The walk split over two threads finds what checking one entry after the
-/// other finds: the same first broken seq, kind, reason, expected and found,
-/// and the same count, for tampering at the first and last entry, at both
-/// sides of batch boundaries, and for two problems in neighbouring batches
-/// where the later one is the kind the reading thread finds first.
+/// The splits every walk case runs with, on a chain of 562 entries: one
+/// range hashed on the reading thread, one range hashed on a second thread,
+/// and 2, 3 and 5 ranges (starting at 282; 188 and 375; 113, 225, 338 and
+/// 450).
+fn splits() -> [Split; 5] {
+    [
+        Split { max_ranges: 1, min_range_entries: 1 },
+        Split { max_ranges: 2, min_range_entries: 400 },
+        Split { max_ranges: 2, min_range_entries: 100 },
+        Split { max_ranges: 3, min_range_entries: 100 },
+        Split { max_ranges: 8, min_range_entries: 100 },
+    ]
+}
+
+/// [`walk`] over every entry of the database at `path`, with its
+/// connections opened and pinned as [`verify_connection`] does; also the
+/// ranges it was walked in.
+fn walk_split(path: &Path, split: Split) -> (Walked, usize) {
+    let conn = Store::open_read_only(path).unwrap();
+    let readers = open_readers(&conn, &Options { split, ..Options::default() });
+    let mut ranges = pin_snapshot(&conn, readers, &mut || {}).unwrap();
+    let chain_id = read_chain_id(&conn).unwrap();
+    let stored = checkpoints(&conn, &chain_id).unwrap();
+    let head_seq = read_head(&conn).unwrap().seq;
+    let start = (1, [0; 32], head_seq);
+    walk(&conn, &mut ranges, &chain_id, &stored, start, split, &mut |_, _| {}).unwrap()
+}
+
+/// The walk, however split over threads and ranges, finds what checking one
+/// entry after the other finds: the same first broken seq, kind, reason,
+/// expected and found, and the same count, for tampering at the first and
+/// last entry, at both sides of batch boundaries and of range boundaries
+/// (a range's first and last position), and for two problems in
+/// neighbouring batches or ranges where the later one is the kind the
+/// reading thread finds first (or the one a later range finds first).
 #[test]
-fn two_thread_walk_reports_what_an_entry_by_entry_walk_reports() {
+fn every_split_walk_reports_what_an_entry_by_entry_walk_reports() {
     let b = BATCH_ENTRIES as u64;
     let n = 2 * b + 50;
-    let (_d, original) = chain(n as usize, 100);
+    let (_d, original) = chain(n as usize, 47);
     let edit = |seq: u64| format!("UPDATE entries SET from_agent = 'alicf' WHERE seq = {seq};");
     let link = |seq: u64| format!("UPDATE entries SET prev_hash = zeroblob(32) WHERE seq = {seq};");
     let retype = |seq: u64| format!("UPDATE entries SET latency_us = 'x' WHERE seq = {seq};");
@@ -275,14 +305,15 @@ fn two_thread_walk_reports_what_an_entry_by_entry_walk_reports() {
     let head =
         |seq: u64| format!("UPDATE checkpoints SET head_hash = zeroblob(32) WHERE seq = {seq};");
     let mut cases: Vec<(String, u64, BreakKind)> = vec![
+        (String::new(), 0, BreakKind::EntryHash),
         (edit(1), 1, BreakKind::EntryHash),
         (edit(n), n, BreakKind::EntryHash),
         (link(n), n, BreakKind::Link),
         (delete(n), n, BreakKind::CheckpointBeyondHead),
         (short(1), 1, BreakKind::EntryHash),
-        (head(100), 100, BreakKind::CheckpointHead),
+        (head(94), 94, BreakKind::CheckpointHead),
         // A hash mismatch comes before a checkpoint at the same entry.
-        (edit(200) + &head(200), 200, BreakKind::EntryHash),
+        (edit(235) + &head(235), 235, BreakKind::EntryHash),
         // Late in one batch, early in the next: the reading thread finds the
         // second first.
         (edit(b) + &link(b + 1), b, BreakKind::EntryHash),
@@ -296,13 +327,25 @@ fn two_thread_walk_reports_what_an_entry_by_entry_walk_reports() {
         // Within one entry, the first column's problem, wherever found.
         (not_utf8(b) + &retype(b), b, BreakKind::FieldType),
         (not_utf8(1) + &short(1), 1, BreakKind::FieldType),
-        (not_utf8(100) + &head(100), 100, BreakKind::FieldType),
+        (not_utf8(94) + &head(94), 94, BreakKind::FieldType),
         // The reading thread's problem is the earlier one.
         (link(b) + &edit(b - 3), b - 3, BreakKind::EntryHash),
         (link(b - 1) + &edit(b + 5), b - 1, BreakKind::Link),
         (retype(b + 1) + &edit(2 * b), b + 1, BreakKind::FieldType),
+        // Checkpoints at the first position of a range (of 2 and of 3).
+        (head(282), 282, BreakKind::CheckpointHead),
+        (head(188), 188, BreakKind::CheckpointHead),
+        // A problem at the end of one range, another in the next, which is
+        // found first.
+        (edit(281) + &edit(283), 281, BreakKind::EntryHash),
+        (short(187) + &link(188), 187, BreakKind::EntryHash),
+        (retype(374) + &delete(376), 374, BreakKind::FieldType),
+        (not_utf8(112) + &edit(113), 112, BreakKind::FieldType),
+        (delete(281) + &delete(282), 281, BreakKind::Sequence),
+        (delete(282) + &delete(283), 282, BreakKind::Sequence),
+        (link(225) + &edit(449), 225, BreakKind::Link),
     ];
-    for seq in [b - 1, b, b + 1, 2 * b, 2 * b + 1] {
+    for seq in [b - 1, b, b + 1, 2 * b, 2 * b + 1, 187, 188, 189, 281, 282, 283, 374, 375, 450] {
         cases.push((edit(seq), seq, BreakKind::EntryHash));
         cases.push((link(seq), seq, BreakKind::Link));
         cases.push((delete(seq), seq, BreakKind::Sequence));
@@ -317,15 +360,117 @@ fn two_thread_walk_reports_what_an_entry_by_entry_walk_reports() {
         let stored = checkpoints(&conn, &chain_id).unwrap();
         let head_seq = read_head(&conn).unwrap().seq;
         let expected = walk_entry_by_entry(&conn, &chain_id, &stored, head_seq);
-        let walked = walk(&conn, &chain_id, &stored, 1, [0; 32], head_seq, &mut |_, _| {}).unwrap();
-        assert_eq!(walked, expected, "{sql}");
-        let report = verify(&path, &Options::default()).unwrap();
-        let broken = report.broken.unwrap_or_else(|| panic!("{sql}: not detected"));
-        assert_eq!((broken.seq, broken.kind), (seq, kind), "{sql}: {broken:?}");
-        if let Some(first) = expected.broken {
-            assert_eq!(broken, first, "{sql}");
+        for split in splits() {
+            let (walked, ranges) = walk_split(&path, split);
+            assert_eq!(walked, expected, "{sql} {split:?}");
+            assert_eq!(ranges, split.ranges(head_seq), "{sql} {split:?}");
+            let options = Options { split, ..Options::default() };
+            let (report, _) = verify_pinned(&conn, &options, &mut |_, _| {}, &mut || {}).unwrap();
+            assert_eq!(report.entries, expected.entries, "{sql} {split:?}");
+            if sql.is_empty() {
+                assert!(report.valid && report.entries == n, "{split:?}: {report:?}");
+                continue;
+            }
+            let broken = report.broken.unwrap_or_else(|| panic!("{sql}: not detected"));
+            assert_eq!((broken.seq, broken.kind), (seq, kind), "{sql} {split:?}: {broken:?}");
+            if let Some(first) = &expected.broken {
+                assert_eq!(&broken, first, "{sql} {split:?}");
+            }
         }
     }
+}
+
+/// A commit between the pinned transactions is seen, and the attempt
+/// repeated: the ranges then read the later snapshot, all of them. When
+/// commits keep coming, the walk is one range, still on one snapshot.
+#[test]
+fn a_commit_while_pinning_is_seen_and_the_snapshot_pinned_again() {
+    let (_d, path) = chain(1000, 100);
+    let conn = Store::open_read_only(&path).unwrap();
+    let options = Options { split: Split { max_ranges: 3, min_range_entries: 200 }, ..with_key() };
+    let mut writer = Store::open(&path).unwrap();
+    let mut next = 1000;
+    let mut calls = 0;
+    let mut commit_first = || {
+        calls += 1;
+        if calls == 1 {
+            writer.append_batch(&records(next, next + 7), 9).unwrap();
+            next += 7;
+        }
+    };
+    let (report, ranges) =
+        verify_pinned(&conn, &options, &mut |_, _| {}, &mut commit_first).unwrap();
+    assert_eq!((calls, ranges), (2, 3));
+    assert!(report.valid, "{report:?}");
+    assert_eq!((report.head_seq, report.entries, report.unsigned_entries), (1007, 1007, 7));
+
+    // A commit that leaves the entries as they are (the head too), each
+    // time: seen all the same, and then one range.
+    let other = Connection::open(&path).unwrap();
+    other.execute_batch("CREATE TABLE scratch (x)").unwrap();
+    let mut calls = 0;
+    let mut commit_always = || {
+        calls += 1;
+        other.execute("INSERT INTO scratch VALUES (?1)", [calls]).unwrap();
+    };
+    let (report, ranges) =
+        verify_pinned(&conn, &options, &mut |_, _| {}, &mut commit_always).unwrap();
+    assert_eq!((calls, ranges), (PIN_ATTEMPTS, 1));
+    assert!(report.valid, "{report:?}");
+    assert_eq!((report.head_seq, report.entries, report.unsigned_entries), (1007, 1007, 7));
+}
+
+/// `verify` in ranges while the sidecar's store appends: every report is
+/// of one snapshot (intact, every entry up to its head checked, that head's
+/// hash the one stored), and the ranges were used.
+#[test]
+fn ranges_read_one_snapshot_while_a_writer_appends() {
+    let (_d, path) = chain(2000, 500);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let options = Options { split: Split { max_ranges: 3, min_range_entries: 300 }, ..with_key() };
+    let reports = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut store = Store::open(&path).unwrap();
+            let mut next = 2000;
+            while !stop.load(Ordering::Relaxed) {
+                store.append_batch(&records(next, next + 3), 9).unwrap();
+                next += 3;
+                if next % 30 == 0 {
+                    store.checkpoint(&key(), 10).unwrap();
+                }
+            }
+        });
+        let conn = Store::open_read_only(&path).unwrap();
+        let mut reports = Vec::new();
+        let mut in_ranges = 0;
+        while reports.len() < 1000 && (in_ranges < 30 || reports.len() < 60) {
+            let (report, ranges) =
+                verify_pinned(&conn, &options, &mut |_, _| {}, &mut || {}).unwrap();
+            in_ranges += usize::from(ranges > 1);
+            reports.push(report);
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(in_ranges > 0, "no walk in ranges in {} runs", reports.len());
+        reports
+    });
+    let conn = Store::open_read_only(&path).unwrap();
+    let mut last = 0;
+    for report in reports {
+        assert!(report.valid, "{report:?}");
+        assert_eq!(report.entries, report.head_seq, "{report:?}");
+        let at: Vec<u8> = conn
+            .query_row(
+                "SELECT entry_hash FROM entries WHERE seq = ?1",
+                [report.head_seq as i64],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(report.head_hash, hex::encode(at));
+        assert!(report.head_seq >= last);
+        last = report.head_seq;
+    }
+    assert!(last > 2000, "the writer appended nothing meanwhile");
 }
 
 /// Steps 2a–2d as their definition reads: one entry after the other, each
