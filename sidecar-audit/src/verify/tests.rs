@@ -632,3 +632,24 @@ fn rehash_from(conn: &Connection, chain_id: &[u8; 16], seq: u64) {
         prev = hash;
     }
 }
+
+/// Progress in ranges counts up to every entry, never beyond, and the last
+/// call says all were checked.
+#[test]
+fn progress_in_ranges_ends_at_every_entry() {
+    let (_d, path) = chain(40_000, 1000);
+    let conn = Store::open_read_only(&path).unwrap();
+    let split = Split { max_ranges: 2, min_range_entries: 10_000 };
+    let mut calls = Vec::new();
+    let (report, ranges) = verify_pinned(
+        &conn,
+        &Options { split, ..with_key() },
+        &mut |done, total| calls.push((done, total)),
+        &mut || {},
+    )
+    .unwrap();
+    assert!(report.valid && ranges == 2, "{ranges} {report:?}");
+    assert!(calls.windows(2).all(|w| w[0].0 <= w[1].0), "{calls:?}");
+    assert!(calls.iter().all(|&(done, total)| total == 40_000 && done <= total), "{calls:?}");
+    assert_eq!(calls.last(), Some(&(40_000, 40_000)));
+}
