@@ -120,13 +120,18 @@ fn tampering_is_found_at_the_right_seq() {
             BreakKind::CheckpointBeyondHead,
         ),
     ];
+    // Also with the 10 entries in 3 ranges.
+    let in_ranges = Options { split: Split { max_ranges: 3, min_range_entries: 3 }, ..with_key() };
     for (name, sql, seq, kind) in cases {
         let (_d, path) = chain(10, 4);
         tamper(&path, &sql);
-        let report = verify(&path, &with_key()).unwrap();
-        let broken = report.broken.clone().unwrap_or_else(|| panic!("case {name}: not detected"));
-        assert_eq!((broken.seq, broken.kind), (seq, kind), "case {name}: {broken:?}");
-        assert!(!report.valid, "case {name}");
+        for options in [&with_key(), &in_ranges] {
+            let report = verify(&path, options).unwrap();
+            let broken =
+                report.broken.clone().unwrap_or_else(|| panic!("case {name}: not detected"));
+            assert_eq!((broken.seq, broken.kind), (seq, kind), "case {name}: {broken:?}");
+            assert!(!report.valid, "case {name}");
+        }
     }
 }
 
@@ -158,18 +163,25 @@ fn wrong_key_makes_every_signature_invalid() {
 
 #[test]
 fn limit_checks_the_newest_entries_from_a_checkpoint_before_them() {
-    let (_d, path) = chain(20, 5);
-    // An edit before the anchor is outside the window.
-    tamper(&path, "UPDATE entries SET from_agent = 'x' WHERE seq = 2");
-    let report = verify(&path, &Options { limit: Some(7), ..with_key() }).unwrap();
-    assert!(report.valid, "{report:?}");
-    assert_eq!((report.first_seq, report.entries), (11, 10));
-    // An edit inside it is found.
-    tamper(&path, "UPDATE entries SET from_agent = 'x' WHERE seq = 17");
-    let broken = verify(&path, &Options { limit: Some(7), ..with_key() }).unwrap().broken.unwrap();
-    assert_eq!((broken.seq, broken.kind), (17, BreakKind::EntryHash));
-    // The full check finds the first.
-    assert_eq!(verify(&path, &with_key()).unwrap().broken.unwrap().seq, 2);
+    // As one range, and in 3 ranges from the anchor on.
+    for split in [Split::default(), Split { max_ranges: 3, min_range_entries: 2 }] {
+        let (_d, path) = chain(20, 5);
+        let limited = Options { limit: Some(7), split, ..with_key() };
+        // An edit before the anchor is outside the window.
+        tamper(&path, "UPDATE entries SET from_agent = 'x' WHERE seq = 2");
+        let conn = Store::open_read_only(&path).unwrap();
+        let (report, ranges) = verify_pinned(&conn, &limited, &mut |_, _| {}, &mut || {}).unwrap();
+        assert!(report.valid, "{report:?}");
+        assert_eq!((report.first_seq, report.entries), (11, 10));
+        assert_eq!(ranges, split.ranges(10));
+        // An edit inside it is found.
+        tamper(&path, "UPDATE entries SET from_agent = 'x' WHERE seq = 17");
+        let broken = verify(&path, &limited).unwrap().broken.unwrap();
+        assert_eq!((broken.seq, broken.kind), (17, BreakKind::EntryHash));
+        // The full check finds the first.
+        let full = Options { limit: None, ..limited };
+        assert_eq!(verify(&path, &full).unwrap().broken.unwrap().seq, 2);
+    }
 }
 
 #[test]
