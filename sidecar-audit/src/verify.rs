@@ -787,8 +787,8 @@ fn walk_range(
 
 /// The reading part of [`walk_range`]: every step but the hashing, which
 /// it leaves to `hand_over` a batch at a time (`hand_over` takes the
-/// batch's entries and answers whether to read on). Stops at its first problem, after the
-/// range's last position, or when `hash` found a problem.
+/// batch's entries and answers whether to read on). Stops at its first
+/// problem, after the range's last position, or when hashing found one.
 fn read_entries(
     conn: &Connection,
     chain_id: &[u8; 16],
