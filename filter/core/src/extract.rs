@@ -251,7 +251,7 @@ fn json_rpc(
     object: &Map<String, Value>,
 ) -> Result<(Option<String>, Vec<Part>), ExtractError> {
     if method != "tools/call" {
-        let text = strings_of(&Value::Object(object.clone()));
+        let text = object_strings(object, false);
         return Ok((None, vec![Part { kind: ContentKind::Body, text }]));
     }
     let params = object.get("params");
@@ -264,12 +264,7 @@ fn json_rpc(
     }
     // Whatever else the call carries (`id`, `params._meta`, extra members)
     // reaches the upstream too, so it is scanned as well.
-    let mut rest = object.clone();
-    if let Some(Value::Object(params)) = rest.get_mut("params") {
-        params.remove("name");
-        params.remove("arguments");
-    }
-    parts.push(Part { kind: ContentKind::Body, text: strings_of(&Value::Object(rest)) });
+    parts.push(Part { kind: ContentKind::Body, text: object_strings(object, true) });
     Ok((Some(tool.clone()), parts))
 }
 
@@ -364,24 +359,56 @@ impl<'de> Visitor<'de> for Strict {
 /// Every string in a JSON value (object keys included), one per line.
 fn strings_of(value: &Value) -> String {
     let mut out = String::new();
+    strings_into(&mut out, value);
+    out
+}
+
+/// [`strings_of`] of `object`; with `without_call`, its `params` object
+/// goes in without its `name` and `arguments` (a `tools/call`'s tool and
+/// arguments, scanned as their own parts). The same text as [`strings_of`]
+/// of a copy of `object` with those two members removed, without the copy.
+fn object_strings(object: &Map<String, Value>, without_call: bool) -> String {
+    let mut out = String::new();
+    for key in object.keys() {
+        push_line(&mut out, key);
+    }
+    for (key, value) in object {
+        match value {
+            Value::Object(params) if without_call && key == "params" => {
+                let kept = |k: &&String| !matches!(k.as_str(), "name" | "arguments");
+                for k in params.keys().filter(kept) {
+                    push_line(&mut out, k);
+                }
+                for (_, v) in params.iter().filter(|(k, _)| kept(k)) {
+                    strings_into(&mut out, v);
+                }
+            }
+            _ => strings_into(&mut out, value),
+        }
+    }
+    out
+}
+
+/// Appends every string of `value` to `out`, one per line, in document
+/// order (keys of an object before its values).
+fn strings_into(out: &mut String, value: &Value) {
     let mut stack = vec![value];
     while let Some(value) = stack.pop() {
         match value {
-            Value::String(s) => push_line(&mut out, s),
+            Value::String(s) => push_line(out, s),
             Value::Array(items) => stack.extend(items.iter().rev()),
             Value::Object(map) => {
                 // Keys now; values later, in document order (the stack pops
                 // the last pushed first).
                 for key in map.keys() {
-                    push_line(&mut out, key);
+                    push_line(out, key);
                 }
                 stack.extend(map.values().rev());
             }
-            Value::Number(n) => push_line(&mut out, &n.to_string()),
+            Value::Number(n) => push_line(out, &n.to_string()),
             Value::Bool(_) | Value::Null => {}
         }
     }
-    out
 }
 
 fn push_line(out: &mut String, s: &str) {
@@ -397,6 +424,29 @@ mod tests {
 
     fn json_head() -> RequestHead {
         RequestHead { content_type: "application/json".into(), ..Default::default() }
+    }
+
+    /// The text of a call's other members is what `strings_of` gives for a
+    /// copy of the object without `params.name` and `params.arguments`.
+    #[test]
+    fn the_rest_of_a_call_is_read_without_copying_it() {
+        let bodies = [
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"t","arguments":{"a":["x",{"b":"y"}]},"_meta":{"k":"v"},"z":[1,"w"]},"extra":"e"}"#,
+            r#"{"method":"tools/call","params":{"arguments":"s","name":"t"}}"#,
+            r#"{"b":{"c":"d"},"method":"tools/list","params":{"name":"kept","arguments":"kept too"},"a":1}"#,
+        ];
+        for body in bodies {
+            let Value::Object(object) = serde_json::from_str::<Value>(body).unwrap() else {
+                panic!("{body}")
+            };
+            assert_eq!(object_strings(&object, false), strings_of(&Value::Object(object.clone())));
+            let mut rest = object.clone();
+            if let Some(Value::Object(params)) = rest.get_mut("params") {
+                params.remove("name");
+                params.remove("arguments");
+            }
+            assert_eq!(object_strings(&object, true), strings_of(&Value::Object(rest)), "{body}");
+        }
     }
 
     #[test]
