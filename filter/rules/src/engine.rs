@@ -55,9 +55,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::sync::Mutex;
 
-use aho_corasick::automaton::{Automaton, StateID};
-use aho_corasick::nfa::contiguous::NFA;
-use aho_corasick::MatchKind;
 use regex_automata::{Anchored, Input, Match};
 
 use crate::compile::{fold, prepare_pattern, LazyRegex, PatternProblem, PreparedPattern};
@@ -65,6 +62,7 @@ use crate::config::RulesConfig;
 use crate::content::TargetSet;
 use crate::decode::decoded_blobs;
 use crate::error::{InvalidRegex, RuleError};
+use crate::literals::Prefilter;
 use crate::redact::{cut, Redactor, MAX_RAW_MATCH_BYTES};
 use crate::rule::{parse_rules, MatchMode, Pattern, Rule};
 use crate::text::{fenced_lines, normalise, LineIndex};
@@ -90,7 +88,7 @@ pub struct Engine {
     rules: Vec<CompiledRule>,
     patterns: Vec<CompiledPattern>,
     /// Folded literals of all patterns; `None` when no pattern has one.
-    prefilter: Option<NFA>,
+    prefilter: Option<Prefilter>,
     /// For each prefilter literal, the patterns that require it or start
     /// with it, entries split by what a hit of the literal does, with the
     /// targets of the entry's rule (so that a hit needs no lookups).
@@ -115,7 +113,8 @@ pub struct CompileReport {
     pub patterns: usize,
     /// Distinct literals in the prefilter.
     pub literals: usize,
-    /// Heap bytes of the prefilter automaton (an Aho-Corasick NFA).
+    /// Heap bytes of the prefilter automata (an Aho-Corasick NFA over
+    /// every literal, a DFA over the ASCII ones).
     pub prefilter_bytes: usize,
     /// Patterns with no usable literal, as `RULE-ID patterns[N]`: each runs
     /// on every text, so keep this list short.
@@ -469,13 +468,7 @@ impl Engine {
         };
         let mut line: u32 = 1;
         let mut counted = 0;
-        let Some(occurrences) = Occurrences::new(prefilter, haystack) else {
-            return Candidates::new(
-                Scratch { slots: hits, touched, seen: literal_seen },
-                &self.patterns,
-            );
-        };
-        for found in occurrences {
+        for found in prefilter.occurrences(haystack, ascii) {
             // The line of the hit's last byte, counted only when a
             // single-line pattern needs it (hits come in order of their
             // end, so the count only moves forward).
@@ -792,60 +785,6 @@ fn slot_of<'a>(
     Some(slot.get_or_insert_with(Hits::default))
 }
 
-/// Every occurrence of every prefilter literal in a haystack (overlapping
-/// ones too), in order of their end and, at one end, of the automaton's
-/// match list: what `find_overlapping_iter` gives, with the automaton
-/// driven here so that a hit costs no call through the generic search
-/// (measured 2026-12-04: its per-call bookkeeping was a large part of a
-/// 1 KiB scan, which holds about 200 hits).
-struct Occurrences<'a> {
-    nfa: &'a NFA,
-    haystack: &'a [u8],
-    /// Offset just after the last byte fed to the automaton.
-    at: usize,
-    sid: StateID,
-    /// Matches of `sid` reported so far, and how many it has.
-    next: usize,
-    len: usize,
-}
-
-/// One occurrence of a prefilter literal.
-#[derive(Debug, Clone, Copy)]
-struct Occurrence {
-    literal: usize,
-    start: usize,
-    end: usize,
-}
-
-impl<'a> Occurrences<'a> {
-    fn new(nfa: &'a NFA, haystack: &'a [u8]) -> Option<Occurrences<'a>> {
-        let sid = nfa.start_state(aho_corasick::Anchored::No).ok()?;
-        Some(Occurrences { nfa, haystack, at: 0, sid, next: 0, len: 0 })
-    }
-}
-
-impl Iterator for Occurrences<'_> {
-    type Item = Occurrence;
-
-    #[inline]
-    fn next(&mut self) -> Option<Occurrence> {
-        loop {
-            if self.next < self.len {
-                let pid = self.nfa.match_pattern(self.sid, self.next);
-                self.next += 1;
-                let end = self.at;
-                let start = end.saturating_sub(self.nfa.pattern_len(pid));
-                return Some(Occurrence { literal: pid.as_usize(), start, end });
-            }
-            let &byte = self.haystack.get(self.at)?;
-            self.sid = self.nfa.next_state(aho_corasick::Anchored::No, self.sid, byte);
-            self.at += 1;
-            self.next = 0;
-            self.len = if self.nfa.is_match(self.sid) { self.nfa.match_len(self.sid) } else { 0 };
-        }
-    }
-}
-
 /// The buffers of one prefilter pass. Between passes (in
 /// `Engine::scratch`) every slot is `None`, `touched` is empty and `seen`
 /// is all zero.
@@ -1025,31 +964,20 @@ impl Builder {
         let mut literals: Vec<(usize, String)> =
             self.literal_ids.into_iter().map(|(literal, id)| (id, literal)).collect();
         literals.sort();
-        let prefilter = if literals.is_empty() {
+        let strings: Vec<&str> = literals.iter().map(|(_, literal)| literal.as_str()).collect();
+        let prefilter = if strings.is_empty() {
             None
         } else {
-            let automaton = NFA::builder()
-                // A contiguous NFA, dense near the root where most of the
-                // search happens. A full DFA searched about 25% fewer
-                // instructions natively but took 13.7 MiB and 100 ms more
-                // to build, for no clear gain inside V8 (2026-12-04).
-                // No prefilter: `Occurrences` drives the automaton itself.
-                .dense_depth(4)
-                .match_kind(MatchKind::Standard)
-                .ascii_case_insensitive(true)
-                .prefilter(false)
-                .build(literals.iter().map(|(_, literal)| literal.as_str()))
-                .map_err(|e| RuleError::TooLarge {
-                    what: "prefilter".into(),
-                    message: e.to_string(),
-                })?;
-            Some(automaton)
+            Some(Prefilter::new(&strings).map_err(|e| RuleError::TooLarge {
+                what: "prefilter".into(),
+                message: e.to_string(),
+            })?)
         };
         let report = CompileReport {
             rules: self.rules.len(),
             patterns: self.patterns.len(),
             literals: literals.len(),
-            prefilter_bytes: prefilter.as_ref().map_or(0, Automaton::memory_usage),
+            prefilter_bytes: prefilter.as_ref().map_or(0, Prefilter::memory_usage),
             ..self.report
         };
         let literal_hits = self
@@ -1112,32 +1040,30 @@ fn too_large(what: &str) -> RuleError {
 mod tests {
     use super::*;
 
-    /// `Occurrences` reports what aho-corasick's own overlapping search
-    /// reports, in the same order.
+    /// On ASCII text the library's literal DFA reports what its NFA
+    /// reports, in the same order: on every example, upper-cased too, and
+    /// on all of them joined.
     #[test]
-    fn occurrences_equal_overlapping_search() {
-        let literals = ["he", "she", "his", "hers", "the ", "e ", "s", "ell", "\u{e9}t\u{e9}"];
-        let nfa = NFA::builder()
-            .dense_depth(1)
-            .ascii_case_insensitive(true)
-            .prefilter(false)
-            .build(literals)
-            .unwrap();
-        let reference = aho_corasick::AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(literals)
-            .unwrap();
-        for text in ["UsHers the shell his", "", "s", "ssss", "\u{e9}t\u{e9} the\nhe"] {
-            let ours: Vec<(usize, usize, usize)> = Occurrences::new(&nfa, text.as_bytes())
-                .unwrap()
-                .map(|o| (o.literal, o.start, o.end))
-                .collect();
-            let theirs: Vec<(usize, usize, usize)> = reference
-                .find_overlapping_iter(text)
-                .map(|m| (m.pattern().as_usize(), m.start(), m.end()))
-                .collect();
+    fn library_dfa_occurrences_equal_nfa_occurrences() {
+        let engine = Engine::new(&RulesConfig::default()).unwrap();
+        let prefilter = engine.prefilter.as_ref().unwrap();
+        let rules = crate::builtin_rules().unwrap();
+        let mut texts: Vec<String> = rules
+            .iter()
+            .flat_map(|r| r.examples.true_positive.iter().chain(&r.examples.false_positive))
+            .filter(|t| t.is_ascii())
+            .flat_map(|t| [t.clone(), t.to_ascii_uppercase()])
+            .collect();
+        texts.push(texts.join("\n"));
+        let mut total = 0;
+        for text in &texts {
+            let key = |o: crate::literals::Occurrence| (o.literal, o.start, o.end);
+            let ours: Vec<_> = prefilter.occurrences(text.as_bytes(), true).map(key).collect();
+            let theirs: Vec<_> = prefilter.occurrences(text.as_bytes(), false).map(key).collect();
             assert_eq!(ours, theirs, "{text:?}");
+            total += ours.len();
         }
+        assert!(total > 10_000, "only {total} occurrences");
     }
 
     /// Anchored searches at the start literals find exactly what a search

@@ -9,6 +9,7 @@
 //! Modules, in the order data flows:
 //! - [`rule`]: the YAML rule format and its parser ([`Rule`]).
 //! - `compile`: one pattern to a regex plus its prefilter literals.
+//! - `literals`: the pass over a text that finds those literals.
 //! - [`engine`]: [`Engine`], scanning and the verdict.
 //! - [`redact`]: hiding credentials in finding text.
 //! - [`selftest`]: checking rules against their examples ([`test_rules`]).
@@ -31,6 +32,7 @@ pub mod error;
 mod finding;
 #[cfg(feature = "fs")]
 mod fs;
+mod literals;
 pub mod redact;
 pub mod rule;
 pub mod selftest;
