@@ -363,8 +363,8 @@ impl Engine {
             let Some(slots) = slots else { continue };
             let searches = rule.patterns.clone().zip(slots.iter());
             let wanted = match rule.match_mode {
-                MatchMode::Any => slots.iter().any(Option::is_some),
-                MatchMode::All => slots.iter().all(Option::is_some),
+                MatchMode::Any => slots.iter().any(|h| h.active),
+                MatchMode::All => slots.iter().all(|h| h.active),
             };
             if !wanted {
                 continue;
@@ -404,17 +404,18 @@ impl Engine {
         let kept = self.scratch.lock().ok().and_then(|mut kept| kept.pop());
         kept.unwrap_or_else(|| {
             let mut slots = Vec::new();
-            slots.resize_with(self.patterns.len(), || None);
+            slots.resize_with(self.patterns.len(), Hits::default);
             let seen = vec![0; self.literal_hits.len().div_ceil(64)];
             Scratch { slots, touched: Vec::new(), seen }
         })
     }
 
-    /// Clears `scratch` and keeps it for the next pass.
+    /// Clears `scratch` and keeps it for the next pass (with the slots'
+    /// buffers: growing them again was a sixth of a 1 KiB scan).
     fn recycle(&self, mut scratch: Scratch) {
         for &pattern in &scratch.touched {
             if let Some(slot) = scratch.slots.get_mut(pattern as usize) {
-                *slot = None;
+                slot.clear();
             }
         }
         scratch.touched.clear();
@@ -444,9 +445,8 @@ impl Engine {
             if ascii && entry.needs_non_ascii {
                 continue;
             }
-            if let Some(slot) = hits.get_mut(pattern as usize) {
-                *slot = Some(Hits { whole: true, ..Hits::default() });
-                touched.push(pattern);
+            if let Some(slot) = slot_of(&mut hits, &mut touched, pattern) {
+                slot.whole = true;
             }
         }
         let Some(prefilter) = &self.prefilter else {
@@ -540,18 +540,17 @@ impl Engine {
             else {
                 continue;
             };
-            let complete = slot.as_ref().is_some_and(|h| h.seen == entry.sets_mask());
-            if !complete {
-                *slot = None;
-            } else if let Some(h) = slot {
-                // Every match starts at one of the start literals' hits, so
-                // anchored searches there replace a search of the whole
-                // text (ASCII text: the hits' offsets are `text`'s).
-                h.anchored = h.whole && ascii && entry.starts;
-                if h.anchored {
-                    h.starts.sort_unstable();
-                    h.starts.dedup();
-                }
+            if slot.seen != entry.sets_mask() {
+                slot.clear();
+                continue;
+            }
+            // Every match starts at one of the start literals' hits, so
+            // anchored searches there replace a search of the whole text
+            // (ASCII text: the hits' offsets are `text`'s).
+            slot.anchored = slot.whole && ascii && entry.starts;
+            if slot.anchored {
+                slot.starts.sort_unstable();
+                slot.starts.dedup();
             }
         }
         Candidates::new(Scratch { slots: hits, touched, seen: literal_seen }, &self.patterns)
@@ -563,11 +562,13 @@ impl Engine {
         &self,
         text: &str,
         lines: &LineIndex,
-        searches: impl Iterator<Item = (u32, &'a Option<Hits>)>,
+        searches: impl Iterator<Item = (u32, &'a Hits)>,
     ) -> BTreeMap<u32, Match> {
         let mut by_line: BTreeMap<u32, Match> = BTreeMap::new();
-        for (pattern, slot) in searches {
-            let Some(hits) = slot else { continue };
+        for (pattern, hits) in searches {
+            if !hits.active {
+                continue;
+            }
             let Some(regex) = self.patterns.get(pattern as usize).and_then(|p| p.regex.get())
             else {
                 continue;
@@ -624,11 +625,13 @@ impl Engine {
         &self,
         text: &str,
         lines: &LineIndex,
-        searches: impl Iterator<Item = (u32, &'a Option<Hits>)>,
+        searches: impl Iterator<Item = (u32, &'a Hits)>,
     ) -> Option<Vec<Match>> {
         let mut firsts = Vec::new();
-        for (pattern, slot) in searches {
-            let hits = slot.as_ref()?;
+        for (pattern, hits) in searches {
+            if !hits.active {
+                return None;
+            }
             let regex = self.patterns.get(pattern as usize)?.regex.get()?;
             let first = if hits.anchored {
                 hits.starts.iter().find_map(|&start| {
@@ -772,27 +775,25 @@ struct Literals {
     starts: Vec<String>,
 }
 
-/// The slot of `pattern`, made (and recorded in `touched`) if it was empty.
-fn slot_of<'a>(
-    hits: &'a mut [Option<Hits>],
-    touched: &mut Vec<u32>,
-    pattern: u32,
-) -> Option<&'a mut Hits> {
+/// The slot of `pattern`, made active (and recorded in `touched`) if it
+/// was not.
+fn slot_of<'a>(hits: &'a mut [Hits], touched: &mut Vec<u32>, pattern: u32) -> Option<&'a mut Hits> {
     let slot = hits.get_mut(pattern as usize)?;
-    if slot.is_none() {
+    if !slot.active {
+        slot.active = true;
         touched.push(pattern);
     }
-    Some(slot.get_or_insert_with(Hits::default))
+    Some(slot)
 }
 
 /// The buffers of one prefilter pass. Between passes (in
-/// `Engine::scratch`) every slot is `None`, `touched` is empty and `seen`
-/// is all zero.
+/// `Engine::scratch`) every slot is inactive and empty, `touched` is empty
+/// and `seen` is all zero.
 #[derive(Debug, Default)]
 struct Scratch {
-    /// For each pattern: `None` if it cannot match the text, else where to
-    /// search.
-    slots: Vec<Option<Hits>>,
+    /// For each pattern: inactive if it cannot match the text, else where
+    /// to search.
+    slots: Vec<Hits>,
     /// The patterns whose slot was filled during the pass.
     touched: Vec<u32>,
     /// A bit per prefilter literal: whether it occurred yet.
@@ -816,7 +817,7 @@ impl Candidates {
         let mut rules: Vec<u32> = scratch
             .touched
             .iter()
-            .filter(|&&p| slots.get(p as usize).is_some_and(Option::is_some))
+            .filter(|&&p| slots.get(p as usize).is_some_and(|h| h.active))
             .filter_map(|&p| patterns.get(p as usize).map(|entry| entry.rule))
             .collect();
         rules.sort_unstable();
@@ -854,6 +855,9 @@ struct LiteralHit {
 /// Where one candidate pattern has to be searched.
 #[derive(Debug, Default)]
 struct Hits {
+    /// Whether the pattern is a candidate; the other fields are empty
+    /// when not.
+    active: bool,
     /// Search the whole text (or, if `anchored`, at `starts`).
     whole: bool,
     /// Else search these lines (ascending, distinct).
@@ -864,6 +868,18 @@ struct Hits {
     starts: Vec<usize>,
     /// Search anchored at each of `starts` instead of the whole text.
     anchored: bool,
+}
+
+impl Hits {
+    /// Inactive and empty, keeping the buffers.
+    fn clear(&mut self) {
+        self.active = false;
+        self.whole = false;
+        self.lines.clear();
+        self.seen = 0;
+        self.starts.clear();
+        self.anchored = false;
+    }
 }
 
 /// A finding before deduplication and redaction.
@@ -1089,20 +1105,18 @@ mod tests {
                 let mut hits = engine.candidates(text, kind, None).scratch.slots;
                 for index in 0..hits.len() {
                     let Some(slot) = hits.get(index) else { continue };
-                    if !slot.as_ref().is_some_and(|h| h.anchored) {
+                    if !slot.anchored {
                         continue;
                     }
                     anchored_searches += 1;
                     let pattern = u32::try_from(index).unwrap();
-                    let once = |hits: &Vec<Option<Hits>>| {
+                    let once = |hits: &Vec<Hits>| {
                         let slot = std::iter::once((pattern, &hits[index]));
                         let any = engine.any_matches(text, &lines, slot.clone());
                         (any, engine.all_matches(text, &lines, slot))
                     };
                     let anchored = once(&hits);
-                    if let Some(h) = hits[index].as_mut() {
-                        h.anchored = false;
-                    }
+                    hits[index].anchored = false;
                     let whole = once(&hits);
                     let value = &engine.patterns[index].value;
                     assert_eq!(anchored, whole, "pattern {value} on {text:?}");
