@@ -51,6 +51,30 @@ pub(crate) struct PreparedPattern {
     /// On ASCII text the engine runs the regex anchored at their
     /// occurrences instead of over the whole text.
     pub(crate) starts: Vec<String>,
+    /// The bytes a match can start with.
+    pub(crate) first_bytes: ByteSet,
+}
+
+/// A set of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    fn all() -> ByteSet {
+        ByteSet([u64::MAX; 4])
+    }
+
+    fn add_range(&mut self, first: u8, last: u8) {
+        for b in first..=last {
+            if let Some(word) = self.0.get_mut(usize::from(b / 64)) {
+                *word |= 1 << (b % 64);
+            }
+        }
+    }
+
+    pub(crate) fn contains(&self, b: u8) -> bool {
+        self.0.get(usize::from(b / 64)).is_some_and(|word| word & (1 << (b % 64)) != 0)
+    }
 }
 
 /// A regex whose automata are built on first use.
@@ -127,6 +151,7 @@ pub(crate) fn prepare_pattern(
         single_line: !can_match_newline(&hir),
         needs_non_ascii: requires_non_ascii(&hir),
         starts: start_literals(&hir),
+        first_bytes: first_bytes(&hir),
         regex: LazyRegex::new(hir),
     })
 }
@@ -405,6 +430,64 @@ pub(crate) fn start_literals(hir: &Hir) -> Vec<String> {
         .filter(|s| !all.iter().any(|t| t.len() < s.len() && s.starts_with(t.as_str())))
         .cloned()
         .collect()
+}
+
+/// The bytes a match of `hir` can start with (every byte when it can
+/// match the empty string, which patterns cannot).
+pub(crate) fn first_bytes(hir: &Hir) -> ByteSet {
+    let mut set = ByteSet::default();
+    if add_first_bytes(hir, &mut set) {
+        return ByteSet::all();
+    }
+    set
+}
+
+/// Adds the bytes a non-empty match of `hir` can start with to `set`;
+/// returns whether `hir` can also match the empty string (so that what
+/// follows it can start a match too).
+fn add_first_bytes(hir: &Hir, set: &mut ByteSet) -> bool {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => true,
+        HirKind::Literal(literal) => match literal.0.first() {
+            Some(&b) => {
+                set.add_range(b, b);
+                false
+            }
+            None => true,
+        },
+        HirKind::Class(Class::Unicode(class)) => {
+            for range in class.ranges() {
+                let (first, last) = (u32::from(range.start()), u32::from(range.end()));
+                if first < 0x80 {
+                    set.add_range(first as u8, last.min(0x7F) as u8);
+                }
+                // A non-ASCII character starts with a UTF-8 lead byte.
+                if last >= 0x80 {
+                    set.add_range(0xC0, 0xFF);
+                }
+            }
+            false
+        }
+        HirKind::Class(Class::Bytes(class)) => {
+            for range in class.ranges() {
+                set.add_range(range.start(), range.end());
+            }
+            false
+        }
+        HirKind::Capture(capture) => add_first_bytes(&capture.sub, set),
+        HirKind::Repetition(repetition) => {
+            add_first_bytes(&repetition.sub, set) || repetition.min == 0
+        }
+        HirKind::Concat(subs) => subs.iter().all(|sub| add_first_bytes(sub, set)),
+        HirKind::Alternation(subs) => {
+            // Every branch adds its bytes (no short circuit).
+            let mut empty = false;
+            for sub in subs {
+                empty |= add_first_bytes(sub, set);
+            }
+            empty
+        }
+    }
 }
 
 /// Longest start literal kept, in bytes.
@@ -793,6 +876,20 @@ mod tests {
                 want.iter().map(|set| set.iter().map(|s| s.to_string()).collect()).collect();
             assert_eq!(literals(pattern), want, "{name}: {pattern}");
         }
+    }
+
+    #[test]
+    fn first_bytes_are_those_a_match_can_start_with() {
+        let first = |pattern: &str| {
+            let set = prepare_pattern(PatternKind::Regex, pattern).unwrap().first_bytes;
+            (0..=255u8).filter(|&b| set.contains(b)).map(char::from).collect::<String>()
+        };
+        assert_eq!(first(r"\b(DE|GB)\d{2}"), "DG");
+        assert_eq!(first("(?i)ab"), "Aa");
+        assert_eq!(first(r"x?y*z"), "xyz");
+        assert_eq!(first(r"(?m)^\s*(-\s+)?run"), "\t\n\u{b}\u{c}\r -r");
+        let homoglyph = prepare_pattern(PatternKind::Regex, "[\u{0430}]").unwrap().first_bytes;
+        assert!(homoglyph.contains(0xD0) && !homoglyph.contains(b'a'));
     }
 
     #[test]

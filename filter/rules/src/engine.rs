@@ -57,7 +57,7 @@ use std::sync::Mutex;
 
 use regex_automata::{Anchored, Input, Match};
 
-use crate::compile::{fold, prepare_pattern, LazyRegex, PatternProblem, PreparedPattern};
+use crate::compile::{fold, prepare_pattern, ByteSet, LazyRegex, PatternProblem, PreparedPattern};
 use crate::config::RulesConfig;
 use crate::content::TargetSet;
 use crate::decode::decoded_blobs;
@@ -522,8 +522,17 @@ impl Engine {
             }
             // Offsets in `text` only when it was not folded.
             if ascii {
+                let first = haystack.get(found.start).copied().unwrap_or(0);
                 for e in &entries.starts {
-                    if !wanted(e) {
+                    // No match starts here if it cannot start with this
+                    // byte: the literal was found ignoring case, and a
+                    // case-sensitive pattern (`\b(DE|GB|...)\d{2}`) skips
+                    // the hits inside ordinary words (`code`).
+                    let starts_here = self
+                        .patterns
+                        .get(e.pattern as usize)
+                        .is_some_and(|p| p.first_bytes.contains(first));
+                    if !wanted(e) || !starts_here {
                         continue;
                     }
                     let Some(slot) = slot_of(&mut hits, &mut touched, e.pattern) else { continue };
@@ -711,6 +720,8 @@ struct CompiledPattern {
     needs_non_ascii: bool,
     /// Whether the pattern has start literals in the prefilter.
     starts: bool,
+    /// The bytes a match can start with.
+    first_bytes: ByteSet,
     rule: u32,
     /// `patterns[N]` or `exclude_patterns[N]`, its line and text, for
     /// errors from [`Engine::compile_all`].
@@ -729,7 +740,7 @@ impl CompiledPattern {
         eager: bool,
     ) -> Result<(CompiledPattern, Literals), RuleError> {
         let error = |problem: PatternProblem| invalid_regex(rule, pattern, &key, problem);
-        let PreparedPattern { regex, literals, single_line, needs_non_ascii, starts } =
+        let PreparedPattern { regex, literals, single_line, needs_non_ascii, starts, first_bytes } =
             prepare_pattern(pattern.kind, &pattern.value).map_err(error)?;
         if eager {
             regex.build().map_err(|problem| error(problem.clone()))?;
@@ -739,6 +750,7 @@ impl CompiledPattern {
             single_line,
             sets: u8::try_from(literals.len()).unwrap_or(u8::MAX),
             needs_non_ascii,
+            first_bytes,
             starts: !starts.is_empty(),
             rule: index,
             key: key.clone(),
