@@ -40,20 +40,32 @@ pub(crate) struct Blob {
 pub(crate) fn decoded_blobs(text: &str) -> Vec<Blob> {
     let bytes = text.as_bytes();
     let mut blobs = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() && blobs.len() < MAX_BLOBS {
-        let Some(start) = bytes.get(at..).and_then(|rest| rest.iter().position(|b| is_b64(*b)))
-        else {
-            break;
-        };
-        let start = at + start;
-        let run =
-            bytes.get(start..).map_or(0, |rest| rest.iter().take_while(|b| is_b64(**b)).count());
-        at = start + run.max(1);
-        let Some(body) = text.get(start..start + run.min(MAX_BLOB_BYTES)) else { continue };
-        if let Some(blob) = decode(body) {
-            blobs.push(Blob { start, encoding: blob.0, text: blob.1 });
+    // Every byte of every scanned text passes here: a plain loop over the
+    // table, and only runs long enough for a blob are decoded (finding
+    // each run with `position` and `take_while` was about 8% of a 1 KiB
+    // scan, natively).
+    let mut start = 0;
+    while start < bytes.len() {
+        let run = bytes.get(start..).map_or(0, |rest| {
+            let mut run = 0;
+            for &b in rest {
+                if !B64[usize::from(b)] {
+                    break;
+                }
+                run += 1;
+            }
+            run
+        });
+        if run >= MIN_HEX.min(MIN_BASE64) {
+            let body = text.get(start..start + run.min(MAX_BLOB_BYTES));
+            if let Some((encoding, text)) = body.and_then(decode) {
+                blobs.push(Blob { start, encoding, text });
+                if blobs.len() == MAX_BLOBS {
+                    break;
+                }
+            }
         }
+        start += run + 1;
     }
     blobs
 }
@@ -82,12 +94,9 @@ fn decode(body: &str) -> Option<(Encoding, String)> {
     is_mostly_printable(&text).then_some((encoding, text))
 }
 
-/// Base64 characters, both alphabets (padding is not part of a run).
-fn is_b64(b: u8) -> bool {
-    B64.get(usize::from(b)).copied().unwrap_or(false)
-}
-
-/// [`is_b64`] as a table: one load per byte of every scanned text.
+/// Base64 characters, both alphabets (padding is not part of a run), by
+/// byte: one load per byte of every scanned text (a `u8` index cannot be
+/// out of bounds).
 const B64: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0u8;
