@@ -10,8 +10,12 @@
 //!
 //! Arguments: body kind (`mixed`: the benchmark's traffic lines as a
 //! message; `mcp`: a `tools/call` arguments JSON of prose; `prose`: envelope
-//! prose as a message), body size in bytes, scans, and `lazy` to build
-//! automata on first use as a VM does (else all are built first).
+//! prose as a message), body size in bytes, scans, `lazy` to build
+//! automata on first use as a VM does (else all are built first; any other
+//! word, such as `eager`, does that), and optionally a number of MiB of
+//! other memory to write before each scan, as a busy worker does between
+//! two requests: those scans (timed one by one, the writing not timed) run
+//! with cold caches.
 //!
 //! It also builds for `wasm32-wasip1`, to run inside V8 with Node's WASI,
 //! with Envoy's V8 flags `--no-liftoff --no-wasm-lazy-compilation` (see
@@ -74,6 +78,25 @@ fn main() {
         seconds * 1e3,
         text.len() as f64 / seconds / 1e6
     );
+    let flush_mib: usize = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(0);
+    if flush_mib > 0 {
+        let mut other = vec![0u8; flush_mib << 20];
+        let mut cold = std::time::Duration::ZERO;
+        for round in 0..scans {
+            other.fill(round as u8);
+            black_box(&other);
+            let started = std::time::Instant::now();
+            let parts = [ContentPart { kind, text: &text }];
+            black_box(engine.evaluate(black_box(&parts), "bench-agent"));
+            cold += started.elapsed();
+        }
+        let seconds = cold.as_secs_f64() / scans.max(1) as f64;
+        println!(
+            "cold caches ({flush_mib} MiB written before each scan): {:.3} ms per scan, {:.1} MB/s",
+            seconds * 1e3,
+            text.len() as f64 / seconds / 1e6
+        );
+    }
     // Inside V8: the linear memory the module grew to (it never shrinks),
     // the body and the driver's copies of it included.
     #[cfg(target_arch = "wasm32")]
