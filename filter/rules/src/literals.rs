@@ -58,7 +58,7 @@ impl Prefilter {
             .ascii_case_insensitive(true)
             .prefilter(false)
             .build(literals)?;
-        Ok(Prefilter { nfa, dfa: LiteralDfa::new(literals) })
+        Ok(Prefilter { nfa, dfa: LiteralDfa::new(literals, MAX_DFA_BYTES) })
     }
 
     /// Heap bytes of both automata.
@@ -174,11 +174,18 @@ pub(crate) struct LiteralDfa {
     lengths: Vec<u32>,
 }
 
+/// Largest transition table built, in bytes. The library's takes 3.5 MiB;
+/// many more custom literals could grow it past the VM's memory budget
+/// (it grows with states times classes), and then the NFA, which grows
+/// with the literals' length only, searches ASCII text too.
+const MAX_DFA_BYTES: usize = 8 << 20;
+
 impl LiteralDfa {
     /// Builds the DFA over the ASCII strings of `literals` (lowercase; the
     /// others are left out), identified by their index. `None` when there
-    /// is none, or when the table would not fit `u32` offsets.
-    pub(crate) fn new(literals: &[&str]) -> Option<LiteralDfa> {
+    /// is none, or when the transition table would take more than
+    /// `max_bytes`.
+    pub(crate) fn new(literals: &[&str], max_bytes: usize) -> Option<LiteralDfa> {
         // 1. The alphabet: one class per byte that occurs in a literal.
         let mut ascii: Vec<(&[u8], u32)> = literals
             .iter()
@@ -217,7 +224,7 @@ impl LiteralDfa {
             previous = bytes;
         }
         let cells = states.checked_mul(stride)?;
-        if u32::try_from(cells).ok()? >= MATCH {
+        if u32::try_from(cells).ok()? >= MATCH || cells.saturating_mul(4) > max_bytes {
             return None;
         }
         let mut transitions = vec![0u32; cells];
@@ -399,8 +406,11 @@ mod tests {
     }
 
     #[test]
-    fn no_ascii_literal_gives_no_dfa() {
-        assert!(LiteralDfa::new(&["\u{e9}t\u{e9}"]).is_none());
-        assert!(LiteralDfa::new(&[]).is_none());
+    fn no_ascii_literal_or_too_big_a_table_gives_no_dfa() {
+        assert!(LiteralDfa::new(&["\u{e9}t\u{e9}"], MAX_DFA_BYTES).is_none());
+        assert!(LiteralDfa::new(&[], MAX_DFA_BYTES).is_none());
+        // 1 + 5 states of 5 classes (4 letters and the rest): 120 bytes.
+        assert!(LiteralDfa::new(&["hello", "he"], 120).is_some());
+        assert!(LiteralDfa::new(&["hello", "he"], 119).is_none());
     }
 }
