@@ -167,12 +167,6 @@ fn main() {
         warm_up(&stack, &cast);
         stacks.push(stack);
     }
-    let configure_ms: Vec<f64> = stacks
-        .iter()
-        .filter(|s| s.setup != Setup::Baseline)
-        .flat_map(|s| bench::vm_configure_times(&s.envoy.log()))
-        .collect();
-
     // 4. The runs.
     let mut runs: BTreeMap<(Cell, Setup), Vec<Run>> = BTreeMap::new();
     let total_cells = SIZES.len() * TRAFFIC.len() * plan.reps * setups.len();
@@ -243,6 +237,14 @@ fn main() {
 
     // 4b. What a delegation chain adds, on the same Warrant Envoy.
     let chain_runs = chain_cost(&stacks, &cast, &plan);
+
+    // Envoy writes its log file every few seconds (`--file-flush-interval-msecs`,
+    // 10 s by default): read the start-up lines once the runs are over.
+    let configure_ms: Vec<f64> = stacks
+        .iter()
+        .filter(|s| !matches!(s.setup, Setup::Baseline | Setup::Floor))
+        .flat_map(|s| bench::vm_configure_times(&s.envoy.log()))
+        .collect();
 
     // 5. Memory, after all the traffic.
     let mut memory = BTreeMap::new();
