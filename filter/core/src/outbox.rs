@@ -24,7 +24,7 @@
 //!   the sidecar answers again, to be recorded as a gap record (the one
 //!   record allowed beyond the capacity), so the chain shows the hole.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use sha2::{Digest, Sha256};
 use warrant_wire::AuditRecord;
@@ -150,8 +150,9 @@ pub enum Settled {
 pub struct Outbox {
     config: OutboxConfig,
     entries: VecDeque<Entry>,
-    /// Calls made or about to be made, not settled yet.
-    open_calls: BTreeSet<u64>,
+    /// Calls made or about to be made, not settled yet, and whether each
+    /// is an `AppendBatch`.
+    open_calls: BTreeMap<u64, bool>,
     /// Call token to call key.
     in_flight: BTreeMap<u32, u64>,
     next_key: u64,
@@ -187,7 +188,7 @@ impl Outbox {
         Outbox {
             config,
             entries: VecDeque::new(),
-            open_calls: BTreeSet::new(),
+            open_calls: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             next_key: 0,
             next_call: 0,
@@ -271,7 +272,7 @@ impl Outbox {
                 records.concat()
             };
             due.push(Due { call, batch: self.batching, bytes: message, records: records.len() });
-            self.open_calls.insert(call);
+            self.open_calls.insert(call, self.batching);
         }
         due
     }
@@ -323,16 +324,18 @@ impl Outbox {
     }
 
     /// The call `token` was answered UNIMPLEMENTED. For an `AppendBatch`
-    /// call this means the sidecar predates it: batching stops for good and
-    /// the records are free to go again at once, one per `Append` call
-    /// (no backoff: the sidecar answers). Otherwise it is a failure.
+    /// call (also one sent before an earlier refusal) this means the
+    /// sidecar predates it: batching stops for good and the records are
+    /// free to go again at once, one per `Append` call (no backoff: the
+    /// sidecar answers). For an `Append` call it is a failure.
     pub fn unimplemented(&mut self, token: u32, now_ms: u64) -> Settled {
-        if !self.batching {
-            return self.failed(token, now_ms);
-        }
-        let Some(call) = self.in_flight.remove(&token) else {
+        let Some(&call) = self.in_flight.get(&token) else {
             return Settled::Ignore;
         };
+        if self.open_calls.get(&call) != Some(&true) {
+            return self.failed(token, now_ms);
+        }
+        self.in_flight.remove(&token);
         self.release(call);
         self.batching = false;
         Settled::BatchesRefused
@@ -630,6 +633,25 @@ mod tests {
             Settled::Retry { backoff_ms: 10, .. }
         ));
         assert_eq!(outbox.len(), 2);
+    }
+
+    #[test]
+    fn every_batch_in_flight_when_batches_are_refused_goes_again_at_once() {
+        let mut outbox = batching(16, 2, 1 << 20);
+        for id in ["a", "b", "c", "d"] {
+            push(&mut outbox, id).unwrap();
+        }
+        let first = outbox.due(0);
+        assert_eq!(first.iter().map(ids).collect::<Vec<_>>(), [["a", "b"], ["c", "d"]]);
+        outbox.dispatched(first[0].call, 1);
+        outbox.dispatched(first[1].call, 2);
+        assert_eq!(outbox.unimplemented(1, 0), Settled::BatchesRefused);
+        // The second batch was sent before the refusal: refused the same
+        // way, not a failure with a backoff.
+        assert_eq!(outbox.unimplemented(2, 0), Settled::BatchesRefused);
+        let due = outbox.due(0);
+        assert!(due.iter().all(|d| !d.batch));
+        assert_eq!(due.iter().map(ids).collect::<Vec<_>>(), [["a"], ["b"]]);
     }
 
     #[test]
