@@ -45,6 +45,8 @@ pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 pub const MAX_BATCH_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 type Job = (AuditRecord, oneshot::Sender<Result<Appended, String>>);
+/// Where the writer's answer to one [`Job`] arrives.
+type Answer = oneshot::Receiver<Result<Appended, String>>;
 
 /// When the writer signs a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,13 +114,8 @@ impl Writer {
     /// # Errors
     /// [`AppendError`] when it was not stored.
     pub async fn append(&self, record: AuditRecord) -> Result<Appended, AppendError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs.send((record, reply)).await.map_err(|_| AppendError::Stopped)?;
-        match answer.await {
-            Ok(Ok(appended)) => Ok(appended),
-            Ok(Err(e)) => Err(AppendError::Storage(e)),
-            Err(_) => Err(AppendError::Stopped),
-        }
+        let answer = self.queue(record).await?;
+        Self::durable(answer).await
     }
 
     /// Appends `records` in order, waiting until all are durable. They are
@@ -135,19 +132,29 @@ impl Writer {
     ) -> Result<Vec<Appended>, AppendError> {
         let mut answers = Vec::with_capacity(records.len());
         for record in records {
-            let (reply, answer) = oneshot::channel();
-            self.jobs.send((record, reply)).await.map_err(|_| AppendError::Stopped)?;
-            answers.push(answer);
+            answers.push(self.queue(record).await?);
         }
         let mut appended = Vec::with_capacity(answers.len());
         for answer in answers {
-            appended.push(match answer.await {
-                Ok(Ok(done)) => done,
-                Ok(Err(e)) => return Err(AppendError::Storage(e)),
-                Err(_) => return Err(AppendError::Stopped),
-            });
+            appended.push(Self::durable(answer).await?);
         }
         Ok(appended)
+    }
+
+    /// Hands `record` to the writer thread; the receiver gets its answer.
+    async fn queue(&self, record: AuditRecord) -> Result<Answer, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send((record, reply)).await.map_err(|_| AppendError::Stopped)?;
+        Ok(answer)
+    }
+
+    /// Waits for the writer's answer to one queued record.
+    async fn durable(answer: Answer) -> Result<Appended, AppendError> {
+        match answer.await {
+            Ok(Ok(appended)) => Ok(appended),
+            Ok(Err(e)) => Err(AppendError::Storage(e)),
+            Err(_) => Err(AppendError::Stopped),
+        }
     }
 }
 
