@@ -456,6 +456,15 @@ fn append_batch(
     })
 }
 
+/// A record with `id` carrying about `size` bytes (in a note).
+fn record(id: &str, size: usize) -> warrant_wire::AuditRecord {
+    warrant_wire::AuditRecord {
+        message_id: id.into(),
+        notes: vec!["n".repeat(size)],
+        ..Default::default()
+    }
+}
+
 type Client =
     warrant_audit::proto::audit_service_client::AuditServiceClient<tonic::transport::Channel>;
 
@@ -479,11 +488,6 @@ fn grpc<T, F: std::future::Future<Output = T>>(
 #[test]
 fn grpc_batches_are_stored_in_order_and_acknowledged_per_record() {
     let dir = tempfile::tempdir().unwrap();
-    let record = |id: &str, size: usize| warrant_wire::AuditRecord {
-        message_id: id.into(),
-        notes: vec!["n".repeat(size)],
-        ..Default::default()
-    };
     let db = dir.path().join("a.db");
     let sidecar = Sidecar::start_with(
         &db,
@@ -520,11 +524,6 @@ fn grpc_batches_are_stored_in_order_and_acknowledged_per_record() {
 #[test]
 fn grpc_records_over_the_size_limit_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let record = |id: &str, size: usize| warrant_wire::AuditRecord {
-        message_id: id.into(),
-        notes: vec!["n".repeat(size)],
-        ..Default::default()
-    };
     // The default limit: 1 MiB.
     let default =
         Sidecar::start_with(&dir.path().join("a.db"), dir.path(), &["--listen", "127.0.0.1:0"]);
