@@ -365,9 +365,7 @@ pub struct OpenLoop {
 impl OpenLoop {
     /// The `q`-quantile (0..=1) of the latencies, in milliseconds.
     pub fn quantile_ms(&self, q: f64) -> f64 {
-        let mut sorted = self.latencies_us.clone();
-        sorted.sort_unstable();
-        quantile(&sorted, q) / 1000.0
+        self.quantile_ms_of(q, |_| true)
     }
 
     /// The `q`-quantile of the latencies of the requests whose index
@@ -734,13 +732,16 @@ pub fn render(setup: Setup, out: &Path, ports: Ports, patch: &dyn Fn(&mut serde_
     std::fs::write(out, serde_yaml::to_string(&doc).expect("render")).expect("write config");
 }
 
+/// The HTTP filter name of Envoy's Wasm filter.
+const WASM_FILTER: &str = "envoy.filters.http.wasm";
+
 /// Runs `change` on the `config` of every `envoy.filters.http.wasm` entry
 /// of the listeners' HTTP filter chains; returns how many.
 fn for_each_wasm_filter(doc: &mut Value, change: &mut dyn FnMut(&mut Value)) -> usize {
     let mut found = 0;
     for http in http_filter_lists(doc) {
         for filter in http.iter_mut() {
-            if filter.get("name").and_then(Value::as_str) == Some("envoy.filters.http.wasm") {
+            if filter.get("name").and_then(Value::as_str) == Some(WASM_FILTER) {
                 if let Some(config) =
                     filter.get_mut("typed_config").and_then(|t| t.get_mut("config"))
                 {
@@ -759,7 +760,7 @@ fn remove_wasm_filters(doc: &mut Value) -> usize {
     let mut removed = 0;
     for http in http_filter_lists(doc) {
         let before = http.len();
-        http.retain(|f| f.get("name").and_then(Value::as_str) != Some("envoy.filters.http.wasm"));
+        http.retain(|f| f.get("name").and_then(Value::as_str) != Some(WASM_FILTER));
         removed += before - http.len();
     }
     removed
