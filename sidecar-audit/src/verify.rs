@@ -404,11 +404,7 @@ fn run(
         let c = &anchor.checkpoint;
         report.first_seq = c.seq + 1;
         prev = c.head_hash;
-        let at: Option<Vec<u8>> = conn
-            .query_row("SELECT entry_hash FROM entries WHERE seq = ?1", [c.seq as i64], |r| {
-                r.get(0)
-            })
-            .ok();
+        let at = entry_hash_at(conn, c.seq).ok().flatten();
         if at.as_deref() != Some(c.head_hash.as_slice()) {
             problems.push(Broken {
                 seq: c.seq,
@@ -480,11 +476,7 @@ fn run(
                 found: format!("seq {}", head.seq),
             });
         } else {
-            let found: Option<Vec<u8>> = conn
-                .query_row("SELECT entry_hash FROM entries WHERE seq = ?1", [c.seq as i64], |r| {
-                    r.get(0)
-                })
-                .ok();
+            let found = entry_hash_at(conn, c.seq).ok().flatten();
             if found.as_deref() != Some(c.head_hash.as_slice()) {
                 problems.push(Broken {
                     seq: c.seq,
@@ -739,10 +731,13 @@ fn walk_ranges(
 
 /// The stored `entry_hash` at `seq`, when there is one of 32 bytes.
 fn stored_hash(conn: &Connection, seq: u64) -> anyhow::Result<Option<[u8; 32]>> {
-    let hash: Option<Vec<u8>> = conn
-        .query_row("SELECT entry_hash FROM entries WHERE seq = ?1", [seq as i64], |r| r.get(0))
-        .optional()?;
-    Ok(hash.and_then(|h| <[u8; 32]>::try_from(h).ok()))
+    Ok(entry_hash_at(conn, seq)?.and_then(|h| <[u8; 32]>::try_from(h).ok()))
+}
+
+/// The stored `entry_hash` column at `seq`, as it is (`None`: no entry).
+fn entry_hash_at(conn: &Connection, seq: u64) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.query_row("SELECT entry_hash FROM entries WHERE seq = ?1", [seq as i64], |r| r.get(0))
+        .optional()
 }
 
 /// One range of [`walk`]: read on this thread, hashed on a second one
