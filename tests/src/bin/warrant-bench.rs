@@ -26,7 +26,9 @@
 //!    repetition, a `wrk` saturation run and then a fixed-rate open-loop run;
 //!    then (4b), on one Warrant stack, signed envelopes without a chain,
 //!    with a cached 3-hop chain and with a new 3-hop chain per request,
-//!    interleaved in one run per repetition;
+//!    interleaved in one run per repetition, and the CPU time Envoy and
+//!    the sidecar spend per request without a chain and with the cached
+//!    one, in alternating blocks;
 //! 5. reads each VM's linear memory from `/proc/PID/smaps`;
 //! 6. prints the table (and writes it to `--out`).
 
@@ -237,6 +239,7 @@ fn main() {
 
     // 4b. What a delegation chain adds, on the same Warrant Envoy.
     let chain_runs = chain_cost(&stacks, &cast, &plan);
+    let chain_cpu = chain_cpu(&stacks, &cast, &plan);
 
     // Envoy writes its log file every few seconds (`--file-flush-interval-msecs`,
     // 10 s by default): read the start-up lines once the runs are over.
@@ -260,6 +263,7 @@ fn main() {
         report.memory(&memory, args.concurrency);
     }
     report.chains(&chain_runs);
+    report.chain_cpu(&chain_runs.0, &chain_cpu);
     report.components(&args.criterion, modes.async_mode);
     let text = report.render(&args, &plan, started.elapsed());
     println!("{text}");
@@ -295,7 +299,18 @@ impl ChainCase {
 }
 
 /// The fixed request rate of the chain runs, all cases together.
-const CHAIN_RATE: f64 = 100.0;
+const CHAIN_RATE: f64 = 300.0;
+
+/// The stacks the chain steps use: Warrant with audit async when
+/// available, else sync; and the baseline, if it runs.
+fn chain_stacks(stacks: &[BenchStack]) -> (&BenchStack, Option<&BenchStack>) {
+    let stack = stacks
+        .iter()
+        .find(|s| s.setup == Setup::Async)
+        .or_else(|| stacks.iter().find(|s| s.setup == Setup::Sync))
+        .expect("a Warrant stack");
+    (stack, stacks.iter().find(|s| s.setup == Setup::Baseline))
+}
 
 /// Signed 1 KiB envelopes through one Warrant stack (audit async when
 /// available, else sync), without a chain, with one cached 3-hop chain, and
@@ -309,12 +324,7 @@ const CHAIN_RATE: f64 = 100.0;
 /// header costs Envoy and the upstream whatever the filter does. Returns the
 /// Warrant stack's name and the runs by (stack is the baseline, case).
 fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, ChainRuns) {
-    let stack = stacks
-        .iter()
-        .find(|s| s.setup == Setup::Async)
-        .or_else(|| stacks.iter().find(|s| s.setup == Setup::Sync))
-        .expect("a Warrant stack");
-    let baseline = stacks.iter().find(|s| s.setup == Setup::Baseline);
+    let (stack, baseline) = chain_stacks(stacks);
     let cases = ChainCase::ALL.len();
     let mut runs = ChainRuns::new();
     let duration = plan.latency * cases as u32;
@@ -406,6 +416,108 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
 
 /// Chain runs by (through the baseline Envoy, case).
 type ChainRuns = BTreeMap<(bool, ChainCase), Vec<Run>>;
+
+/// The cases [`chain_cpu`] measures: a cold chain per request cannot be
+/// replayed by `wrk`, and its latency is resolved well anyway.
+const CPU_CASES: [ChainCase; 2] = [ChainCase::None, ChainCase::Cached];
+/// Rounds of [`chain_cpu`] per repetition: each round is one block of each
+/// case, the order alternating.
+const CPU_ROUNDS: usize = 4;
+/// How long one block of [`chain_cpu`] lasts, and its request rate: a
+/// load the machine carries with room to spare, so that no record waits
+/// long for the sidecar (none is dropped; a block with a drop fails) and
+/// the records go in batches as under real load.
+const CPU_BLOCK: Duration = Duration::from_secs(3);
+const CPU_RATE: f64 = 1000.0;
+
+/// One block of [`chain_cpu`]: the CPU time per completed request of
+/// Envoy and of the sidecar (0 for the baseline), in µs.
+#[derive(Debug, Clone, Copy)]
+struct CpuBlock {
+    envoy_us: f64,
+    sidecar_us: f64,
+}
+
+/// Chain CPU blocks by (through the baseline Envoy, case), in the order
+/// they ran: block `r` of every case is from the same round.
+type ChainCpu = BTreeMap<(bool, ChainCase), Vec<CpuBlock>>;
+
+/// What a cached chain costs in CPU time, which latency resolves only to a
+/// few µs on a shared machine: per round, one open-loop block
+/// ([`CPU_BLOCK`] at [`CPU_RATE`]) of each case ([`CPU_CASES`], the order
+/// alternating every round), and the CPU time of all of Envoy's threads
+/// and of the sidecar's read before and after each block
+/// ([`bench::cpu_ns`], to the nanosecond) and divided by the requests
+/// answered. A block's µs per request minus the no-chain block's of the
+/// same round is the chain's added cost; the same blocks through the
+/// baseline Envoy give what the bigger header costs Envoy itself.
+fn chain_cpu(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> ChainCpu {
+    let (stack, baseline) = chain_stacks(stacks);
+    let mut blocks = ChainCpu::new();
+    for rep in 0..plan.reps {
+        let seed = rep as u64 * 31 + 9;
+        let chain = cast.chain(3, warrant_e2e::agents::now_secs());
+        let requests: Vec<(ChainCase, Arc<Vec<u8>>)> = CPU_CASES
+            .iter()
+            .map(|case| {
+                let chain = if *case == ChainCase::Cached { chain.as_str() } else { "" };
+                let request = Traffic::SignedEnvelope.request(cast, chain, 1 << 10, seed);
+                for s in std::iter::once(stack).chain(baseline) {
+                    check(s, &request, Client::new(s.port()).send(&request).ok(), case.name());
+                }
+                (*case, Arc::new(request))
+            })
+            .collect();
+        for round in 0..CPU_ROUNDS {
+            eprintln!("warrant-bench: chain CPU rep {} round {}", rep + 1, round + 1);
+            let mut order = requests.clone();
+            order.rotate_left(round % CPU_CASES.len());
+            for (case, request) in &order {
+                for s in std::iter::once(stack).chain(baseline) {
+                    let block = cpu_block(s, request, *case);
+                    blocks.entry((s.setup == Setup::Baseline, *case)).or_default().push(block);
+                }
+            }
+        }
+    }
+    blocks
+}
+
+/// One block of `request` through `stack` at [`CPU_RATE`]: the CPU time
+/// per request Envoy and the sidecar spent meanwhile.
+fn cpu_block(stack: &BenchStack, request: &Arc<Vec<u8>>, case: ChainCase) -> CpuBlock {
+    let envoy = stack.envoy.process.pid();
+    let sidecar = stack.sidecar.as_ref().map(|s| s.process.pid());
+    let sidecar_ns = || sidecar.map_or(0, bench::cpu_ns);
+    let dropped_before = stack.envoy.stat(AUDIT_DROPPED);
+    let (envoy_before, sidecar_before) = (bench::cpu_ns(envoy), sidecar_ns());
+    let run = open_loop(
+        stack.port(),
+        std::slice::from_ref(request),
+        CPU_RATE,
+        CPU_BLOCK,
+        OPEN_LOOP_CONNECTIONS,
+    );
+    let (envoy_ns, sidecar_ns) =
+        (bench::cpu_ns(envoy) - envoy_before, sidecar_ns() - sidecar_before);
+    let dropped = stack.envoy.stat(AUDIT_DROPPED) - dropped_before;
+    let failures = run.non_200 + run.errors + run.dropped;
+    assert!(
+        failures + dropped == 0 && !run.latencies_us.is_empty(),
+        "chain CPU block through {}: {failures} failed requests, {dropped} records dropped",
+        stack.setup.name()
+    );
+    let per_request = |ns: u64| ns as f64 / 1000.0 / run.latencies_us.len() as f64;
+    let block = CpuBlock { envoy_us: per_request(envoy_ns), sidecar_us: per_request(sidecar_ns) };
+    eprintln!(
+        "warrant-bench:   {} through {}: Envoy {:.1} µs, sidecar {:.1} µs of CPU per request",
+        case.name(),
+        stack.setup.name(),
+        block.envoy_us,
+        block.sidecar_us
+    );
+    block
+}
 
 /// Sends requests of every kind over several connections, so that every
 /// worker's VM has compiled its rules and verified the chain before runs.
@@ -553,6 +665,11 @@ fn verdict(ok: bool) -> String {
 impl Report {
     fn row(&mut self, measure: String, body: &str, value: String, goal: &str, result: String) {
         self.rows.push([measure, body.into(), value, goal.into(), result]);
+    }
+
+    /// A row without a goal.
+    fn figure(&mut self, measure: String, body: &str, value: String) {
+        self.row(measure, body, value, "", String::new());
     }
 
     fn e2e(&mut self, plan: &Plan, setups: &[Setup], runs: &BTreeMap<(Cell, Setup), Vec<Run>>) {
@@ -735,6 +852,61 @@ impl Report {
         }
     }
 
+    fn chain_cpu(&mut self, setup: &str, blocks: &ChainCpu) {
+        let Some(none) = blocks.get(&(false, ChainCase::None)) else { return };
+        let of = |f: fn(&CpuBlock) -> f64| -> Vec<f64> { none.iter().map(f).collect() };
+        self.figure(
+            format!(
+                "signed envelope, no chain, CPU time per request in open-loop blocks of {} s at \
+                 {CPU_RATE} req/s ({CPU_ROUNDS} rounds of a no-chain and a cached-chain block \
+                 per repetition), {setup}: Envoy (all threads) / sidecar",
+                CPU_BLOCK.as_secs()
+            ),
+            "1 KiB",
+            format!(
+                "{} / {}",
+                fmt_spread(spread(&of(|b| b.envoy_us)), " µs", 1),
+                fmt_spread(spread(&of(|b| b.sidecar_us)), " µs", 1)
+            ),
+        );
+        // Per round: the cached block minus the no-chain block.
+        let added = |baseline: bool, of: fn(&CpuBlock) -> f64| -> (Vec<f64>, Vec<f64>) {
+            let (Some(none), Some(with)) = (
+                blocks.get(&(baseline, ChainCase::None)),
+                blocks.get(&(baseline, ChainCase::Cached)),
+            ) else {
+                return (Vec::new(), Vec::new());
+            };
+            let pairs = || with.iter().zip(none);
+            (
+                pairs().map(|(w, n)| of(w) - of(n)).collect(),
+                pairs().map(|(w, n)| of(w) / of(n)).collect(),
+            )
+        };
+        let (envoy, ratio) = added(false, |b| b.envoy_us);
+        let (sidecar, _) = added(false, |b| b.sidecar_us);
+        let (baseline, _) = added(true, |b| b.envoy_us);
+        let goal_us = 10.0;
+        self.row(
+            format!(
+                "{}: added Envoy CPU time per request, block minus the no-chain block of the \
+                 same round (ratio), {setup}; the sidecar's added CPU per record; the same \
+                 blocks through the baseline Envoy (the header's own cost)",
+                ChainCase::Cached.name()
+            ),
+            "1 KiB",
+            format!(
+                "{} ({}); sidecar {}; baseline Envoy {}",
+                fmt_spread(spread(&envoy), " µs", 1),
+                fmt_spread(spread(&ratio), "×", 3),
+                fmt_spread(spread(&sidecar), " µs", 1),
+                fmt_spread(spread(&baseline), " µs", 1)
+            ),
+            &format!("≤ {goal_us:.0} µs"),
+            verdict(spread(&envoy).1 <= goal_us),
+        );
+    }
+
     fn startup(
         &mut self,
         filter: &[f64],
@@ -901,8 +1073,13 @@ impl Report {
             out,
             "- Chain rows: per repetition one open-loop run of {} s at {CHAIN_RATE} req/s in \
              total, request i being no chain / cached / cold by i mod 3, so each case's p50 is \
-             compared with the no-chain p50 of the same run.",
-            plan.latency.as_secs() * ChainCase::ALL.len() as u64
+             compared with the no-chain p50 of the same run. Chain CPU rows: then per \
+             repetition {CPU_ROUNDS} rounds of a {} s open-loop block at {CPU_RATE} req/s of \
+             each of no chain and cached chain (order alternating), Envoy's and the sidecar's \
+             CPU time (`/proc/PID/task/*/schedstat`) per answered request; each cached block \
+             minus the no-chain block of its round.",
+            plan.latency.as_secs() * ChainCase::ALL.len() as u64,
+            CPU_BLOCK.as_secs()
         );
         let _ = writeln!(out, "- Wall time: {:.0} s.", elapsed.as_secs_f64());
         let _ = writeln!(out, "- Command: `{}`", args.command);
