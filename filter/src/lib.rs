@@ -40,7 +40,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 use warrant_core::config::{AuditMode, IdentitySource, Policy};
 use warrant_core::decision::Decision;
 use warrant_core::outbox::{gap_record, Outbox, OutboxConfig, Settled};
-use warrant_core::pipeline::{evaluate, refuse_early, Env, Outcome, FACT_PREFIX};
+use warrant_core::pipeline::{evaluate, refuse_early, Env, Outcome, ScanCost, FACT_PREFIX};
 use warrant_core::request::{HeaderNames, RequestHead};
 use warrant_delegation::ChainCache;
 use warrant_session::{OsRandom, SetError, SharedStore, StoreError};
@@ -87,6 +87,10 @@ struct Shared {
     /// Gauge `warrant.audit.buffered`: records in the outbox. Moved by
     /// deltas, never set, so Envoy's one gauge sums over all VMs.
     buffered_gauge: Option<u32>,
+    /// Counters `warrant.scan.bytes` and `warrant.scan.nanoseconds`: the
+    /// content the rule engine scanned and the time it took, so bytes ÷
+    /// nanoseconds is its throughput inside Envoy.
+    scan_counters: Option<(u32, u32)>,
 }
 
 impl Shared {
@@ -94,6 +98,20 @@ impl Shared {
     fn buffered(&self, delta: i64) {
         if let Some(id) = self.buffered_gauge {
             if let Err(status) = hostcalls::increment_metric(id, delta) {
+                debug!("increment_metric failed: {status:?}");
+            }
+        }
+    }
+
+    /// Adds a request's scan to the scan counters.
+    fn scanned(&self, scan: ScanCost) {
+        let Some((bytes, nanos)) = self.scan_counters else { return };
+        if scan.bytes == 0 {
+            return;
+        }
+        for (id, value) in [(bytes, scan.bytes), (nanos, scan.nanos)] {
+            let value = i64::try_from(value).unwrap_or(i64::MAX);
+            if let Err(status) = hostcalls::increment_metric(id, value) {
                 debug!("increment_metric failed: {status:?}");
             }
         }
@@ -296,6 +314,8 @@ impl RootContext for WarrantRoot {
             hostcalls::define_metric(MetricType::Counter, "warrant.audit.dropped").ok();
         let buffered_gauge =
             hostcalls::define_metric(MetricType::Gauge, "warrant.audit.buffered").ok();
+        let counter = |name| hostcalls::define_metric(MetricType::Counter, name).ok();
+        let scan_counters = counter("warrant.scan.bytes").zip(counter("warrant.scan.nanoseconds"));
         if policy.config.audit.mode == AuditMode::Async {
             if let Err(status) = hostcalls::set_tick_period(TICK) {
                 error!("warrant: cannot start the audit timer: {status:?}");
@@ -310,6 +330,7 @@ impl RootContext for WarrantRoot {
             outbox,
             dropped_counter,
             buffered_gauge,
+            scan_counters,
         }));
         true
     }
@@ -403,7 +424,8 @@ impl WarrantHttp {
             }
         };
         let mut random = OsRandom;
-        let mut env = Env { store: &HostStore, random: &mut random, chains: &mut chains };
+        let mut env =
+            Env { store: &HostStore, random: &mut random, chains: &mut chains, clock: clock_nanos };
         let outcome = evaluate(&shared.policy, &mut env, &head, &body, &message_id, now_nanos());
         drop(chains);
         self.send_record(outcome)
@@ -420,7 +442,8 @@ impl WarrantHttp {
     ) -> Outcome {
         let mut chains = ChainCache::new(0);
         let mut random = OsRandom;
-        let mut env = Env { store: &HostStore, random: &mut random, chains: &mut chains };
+        let mut env =
+            Env { store: &HostStore, random: &mut random, chains: &mut chains, clock: clock_nanos };
         refuse_early(self.policy(), &mut env, head, message_id, decision, message)
     }
 
@@ -429,6 +452,7 @@ impl WarrantHttp {
     /// the decision at once (`async`).
     fn send_record(&mut self, mut outcome: Outcome) -> Action {
         stamp_latency(&mut outcome.record);
+        self.shared.scanned(outcome.scan);
         debug!(
             "#{} decision {} ({}) for {:?} -> {:?}",
             self.context_id,
@@ -829,6 +853,12 @@ impl HttpContext for WarrantHttp {
 fn stamp_latency(record: &mut AuditRecord) {
     let elapsed = now_nanos().saturating_sub(record.received_at_unix_nanos).max(0) / 1000;
     record.latency_micros = u64::try_from(elapsed).unwrap_or(0);
+}
+
+/// The host's clock as [`Env::clock`] wants it (nanoseconds; 0 before
+/// 1970, which only a broken host clock gives).
+fn clock_nanos() -> u64 {
+    u64::try_from(now_nanos()).unwrap_or(0)
 }
 
 fn now_nanos() -> i64 {

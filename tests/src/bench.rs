@@ -804,6 +804,11 @@ pub enum Traffic {
     McpToolsCall,
     /// An oktsec envelope signed with Ed25519 by the sender.
     SignedEnvelope,
+    /// A signed envelope whose content is the rule benchmark's mixed
+    /// traffic ([`bodies::mixed`]: prose, Markdown, JSON, logs, shell,
+    /// code) of `body_size` bytes; the body is longer by the envelope's
+    /// other fields and the JSON escapes.
+    MixedEnvelope,
 }
 
 impl Traffic {
@@ -812,11 +817,13 @@ impl Traffic {
         match self {
             Traffic::McpToolsCall => "MCP tools/call",
             Traffic::SignedEnvelope => "signed envelope",
+            Traffic::MixedEnvelope => "signed envelope of mixed traffic",
         }
     }
 
-    /// A raw HTTP/1.1 request of exactly `body_size` body bytes, with the
-    /// 2-hop delegation chain. `seed` varies the text.
+    /// A raw HTTP/1.1 request of exactly `body_size` body bytes (content
+    /// bytes for [`Traffic::MixedEnvelope`]), with the delegation chain
+    /// `chain`. `seed` varies the text (not the mixed traffic's).
     pub fn request(self, cast: &Cast, chain: &str, body_size: usize, seed: u64) -> Vec<u8> {
         let (path, body, extra) = match self {
             Traffic::McpToolsCall => (
@@ -829,8 +836,15 @@ impl Traffic {
                 envelope_body(&cast.sender, &cast.recipient, body_size, seed),
                 String::new(),
             ),
+            Traffic::MixedEnvelope => {
+                let content = bodies::mixed(body_size);
+                let body = cast.sender.envelope(&cast.recipient, &content).to_string();
+                ("/v1/message", body.into_bytes(), String::new())
+            }
         };
-        assert_eq!(body.len(), body_size, "{} body size", self.name());
+        if self != Traffic::MixedEnvelope {
+            assert_eq!(body.len(), body_size, "{} body size", self.name());
+        }
         // An empty `chain` sends no delegation header at all.
         let delegation = if chain.is_empty() {
             String::new()

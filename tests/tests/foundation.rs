@@ -237,7 +237,8 @@ fn compressed_body_is_refused_not_forwarded_unscanned() {
 #[test]
 fn decisions_and_rules_are_labelled_prometheus_counters() {
     let stack = Stack::start(Options::default());
-    let blocked = stack.alice.envelope("bob", "echo /cmd > /sys/fs/cgroup/memory/release_agent");
+    let escape = "echo /cmd > /sys/fs/cgroup/memory/release_agent";
+    let blocked = stack.alice.envelope("bob", escape);
     assert_eq!(stack.post_json("/v1/message", &[], &blocked).status, 403);
     assert_eq!(
         stack.post_json("/v1/message", &[], &stack.alice.envelope("bob", "hello")).status,
@@ -258,6 +259,10 @@ fn decisions_and_rules_are_labelled_prometheus_counters() {
     assert_eq!(value(r#"warrant_rule_findings{rule_id="CE-004"}"#), Some(1), "{metrics}");
     assert_eq!(value(r#"warrant_decision_requests{decision="content_blocked"}"#), Some(1));
     assert_eq!(value(r#"warrant_decision_requests{decision="allow"}"#), Some(1));
+    // The scan counters: the two messages' text, and some time for it.
+    let scanned = (escape.len() + "hello".len()) as u64;
+    assert_eq!(stack.envoy.stat("wasmcustom.warrant.scan.bytes"), scanned, "{metrics}");
+    assert!(stack.envoy.stat("wasmcustom.warrant.scan.nanoseconds") > 0, "{metrics}");
 }
 
 #[test]

@@ -27,6 +27,12 @@ use warrant_core::request::{HeaderNames, RequestHead};
 use warrant_delegation::ChainCache;
 use warrant_session::{MemoryStore, SeededRandom};
 
+/// Nanoseconds since the first reading (the scan timing's clock).
+fn clock() -> u64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    u64::try_from(ORIGIN.get_or_init(Instant::now).elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
@@ -65,7 +71,7 @@ fn main() {
     let store = MemoryStore::new();
     let mut random = SeededRandom::new(1);
     let mut chains = ChainCache::new(warrant_delegation::config::DEFAULT_CACHE_ENTRIES);
-    let mut env = Env { store: &store, random: &mut random, chains: &mut chains };
+    let mut env = Env { store: &store, random: &mut random, chains: &mut chains, clock };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));

@@ -41,6 +41,9 @@ pub struct Env<'a> {
     pub random: &'a mut dyn RandomSource,
     /// Verified delegation chains of this VM.
     pub chains: &'a mut ChainCache,
+    /// The host's clock in nanoseconds, any origin: only the difference of
+    /// two readings is used, to time the scan ([`Outcome::scan`]).
+    pub clock: fn() -> u64,
 }
 
 impl std::fmt::Debug for Env<'_> {
@@ -69,6 +72,20 @@ pub struct Outcome {
     /// authenticated; the `delegation_*` facts only when the chain verified
     /// and is bound to the sender.
     pub facts: Vec<(&'static str, String)>,
+    /// What step 8 scanned and how long it took; zero when the request was
+    /// refused before the scan.
+    pub scan: ScanCost,
+}
+
+/// The content a request's scan read and the time it took, by
+/// [`Env::clock`]: the filter sums both into counters, so Envoy's own
+/// stats tell the rule engine's throughput in its VMs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanCost {
+    /// Bytes of content scanned (all parts, before normalisation).
+    pub bytes: u64,
+    /// Nanoseconds the rule engine's evaluation took.
+    pub nanos: u64,
 }
 
 /// The facts an outcome exports are named `warrant.<fact>`; Envoy stores
@@ -219,7 +236,11 @@ pub fn evaluate(
     }
 
     // 8. Scan and decide.
-    let evaluation = policy.rules.evaluate(&extracted.content_parts(), &sender.name);
+    let parts = extracted.content_parts();
+    let bytes = parts.iter().map(|p| p.text.len() as u64).sum();
+    let started = (env.clock)();
+    let evaluation = policy.rules.evaluate(&parts, &sender.name);
+    let scan = ScanCost { bytes, nanos: (env.clock)().saturating_sub(started) };
     let decision = Decision::from_verdict(evaluation.verdict);
     let message = match evaluation.findings.first() {
         Some(top) => format!("{} by rule {} ({})", decision.code(), top.rule_id, top.name),
@@ -227,6 +248,7 @@ pub fn evaluate(
     };
     let mut outcome = finish(policy, record, session, decision, message, evaluation.findings);
     outcome.facts.extend(chain_facts);
+    outcome.scan = scan;
     outcome
 }
 
@@ -380,7 +402,8 @@ fn finish(
         facts.push(("session", session.clone()));
     }
     record.session_id = session;
-    Outcome { decision, message, findings, forward_headers, response_headers, record, facts }
+    let scan = ScanCost::default();
+    Outcome { decision, message, findings, forward_headers, response_headers, record, facts, scan }
 }
 
 fn recipient(policy: &Policy, head: &RequestHead, envelope_to: Option<&str>) -> String {
@@ -453,8 +476,26 @@ mod tests {
         static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut random = SeededRandom::new(SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let mut chains = ChainCache::new(16);
-        let mut env = Env { store, random: &mut random, chains: &mut chains };
+        let mut env = Env { store, random: &mut random, chains: &mut chains, clock: test_clock };
         evaluate(policy, &mut env, head, body, "m-1", NOW * 1_000_000_000)
+    }
+
+    /// A clock 1,000 ns later at every reading.
+    fn test_clock() -> u64 {
+        static NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        NANOS.fetch_add(1000, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[test]
+    fn scan_cost_is_the_content_read_and_the_clock_between() {
+        let text = "please summarize the quarterly report";
+        let out = run(&policy(""), &json_head(), &envelope(text, &alice(), "alice"));
+        assert_eq!(out.decision, Decision::Allow);
+        // The clock is read twice around the scan and nowhere else.
+        assert_eq!(out.scan, ScanCost { bytes: text.len() as u64, nanos: 1000 });
+        // Refused before the scan: nothing scanned.
+        let refused = run(&policy(""), &json_head(), b"{not json");
+        assert_eq!(refused.scan, ScanCost::default());
     }
 
     #[test]
@@ -875,7 +916,8 @@ mod tests {
             let header = three_hops(Timestamp::from_unix_secs(NOW - 10 - i as i64));
             chains.verify(header.as_bytes(), "bob", &p.keys, &p.delegation, now).unwrap();
         }
-        let mut env = Env { store: &store, random: &mut random, chains: &mut chains };
+        let mut env =
+            Env { store: &store, random: &mut random, chains: &mut chains, clock: test_clock };
         let at = NOW * 1_000_000_000;
         let out = evaluate(&p, &mut env, &chained, &body, "m-1", at);
         assert_eq!((out.decision, out.record.delegation_depth), (Decision::Allow, 3));

@@ -15,7 +15,9 @@
 //! - a refusal without findings records its reason; a forwarded request
 //!   has an authenticated sender (the policy requires one), and carries the
 //!   verdict header exactly when flagged;
-//! - the local reply is JSON naming the same decision and message id.
+//! - the local reply is JSON naming the same decision and message id;
+//! - the scan's time is the clock between two readings or nothing (the
+//!   clock steps 1,000 ns per reading).
 
 #![no_main]
 
@@ -39,6 +41,12 @@ fn policy() -> &'static Policy {
     POLICY.get_or_init(|| Policy::from_json(pipeline_config().as_bytes()).expect("config"))
 }
 
+/// A clock 1,000 ns later at every reading.
+fn clock() -> u64 {
+    static NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NANOS.fetch_add(1000, std::sync::atomic::Ordering::Relaxed)
+}
+
 fuzz_target!(|data: &[u8]| {
     let policy = policy();
     let (head, body) = parse_request(data);
@@ -46,8 +54,9 @@ fuzz_target!(|data: &[u8]| {
     policy.sessions.prepare(&store).expect("memory store");
     let mut random = SeededRandom::new(7);
     let mut chains = ChainCache::new(4);
-    let mut env = Env { store: &store, random: &mut random, chains: &mut chains };
+    let mut env = Env { store: &store, random: &mut random, chains: &mut chains, clock };
     let outcome = evaluate(policy, &mut env, &head, body, MESSAGE_ID, NOW_SECS * 1_000_000_000);
+    assert!(matches!(outcome.scan.nanos, 0 | 1000), "{:?}", outcome.scan);
 
     let decision = outcome.decision;
     let record = &outcome.record;

@@ -9,7 +9,9 @@
 //! - request headers: read all of them, the clock, 16 random bytes (the
 //!   record's id), and pause for the body;
 //! - end of the body: read it, the clock, one shared-data read and
-//!   compare-and-swap (the session bucket), one counter (the decision),
+//!   compare-and-swap (the session bucket), the clock twice (around the
+//!   scan), two counters (the scan's bytes and time), one counter (the
+//!   decision),
 //!   eight properties (decision, sender, session and five `delegation_*`
 //!   facts), the session header on the request, the clock again (the
 //!   record's latency) and the gauge of buffered records;
@@ -48,6 +50,8 @@ proxy_wasm::main! {{
 struct FloorRoot {
     decisions: u32,
     buffered: u32,
+    scan_bytes: u32,
+    scan_nanos: u32,
 }
 
 impl Context for FloorRoot {}
@@ -58,6 +62,9 @@ impl RootContext for FloorRoot {
             hostcalls::define_metric(MetricType::Counter, "warrant_floor.decisions").unwrap_or(0);
         self.buffered =
             hostcalls::define_metric(MetricType::Gauge, "warrant_floor.buffered").unwrap_or(0);
+        let counter = |name| hostcalls::define_metric(MetricType::Counter, name).unwrap_or(0);
+        self.scan_bytes = counter("warrant_floor.scan.bytes");
+        self.scan_nanos = counter("warrant_floor.scan.nanoseconds");
         // The bucket exists before the first request, as Warrant's do.
         let _ = hostcalls::set_shared_data(BUCKET, Some(b"{}"), None);
         true
@@ -119,6 +126,10 @@ impl FloorHttp {
         if let Ok((Some(bucket), cas)) = hostcalls::get_shared_data(BUCKET) {
             let _ = hostcalls::set_shared_data(BUCKET, Some(&bucket), cas);
         }
+        let _ = hostcalls::get_current_time();
+        let _ = hostcalls::get_current_time();
+        let _ = hostcalls::increment_metric(self.root.scan_bytes, 1024);
+        let _ = hostcalls::increment_metric(self.root.scan_nanos, 1);
         let _ = hostcalls::increment_metric(self.root.decisions, 1);
         for fact in FACTS {
             let _ = hostcalls::set_property(vec![fact], Some(SESSION.as_bytes()));

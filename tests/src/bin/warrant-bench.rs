@@ -4,12 +4,12 @@
 //!
 //! ```text
 //! warrant-bench [--quick] [--reps N] [--seconds S] [--out FILE] [--dir DIR] [--concurrency N]
-//!               [--criterion NAME=FILE]... [--command TEXT] [--only chains]
+//!               [--criterion NAME=FILE]... [--command TEXT] [--only chains|scans]
 //! ```
 //!
 //! `--only chains` starts only the baseline and the Warrant stack of step 4b
 //! (no start-up timing, no saturation or size runs, no memory) and runs
-//! step 4b.
+//! step 4b; `--only scans` starts only that Warrant stack and runs step 4c.
 //!
 //! What it does, in order:
 //! 1. checks which audit modes the built filter accepts (`audit.mode`
@@ -28,7 +28,9 @@
 //!    with a cached 3-hop chain and with a new 3-hop chain per request,
 //!    interleaved in one run per repetition, and the CPU time Envoy and
 //!    the sidecar spend per request without a chain and with the cached
-//!    one, in alternating blocks;
+//!    one, in alternating blocks; and (4c) envelope prose, MCP arguments
+//!    and mixed traffic of each size through that stack, with the rule
+//!    engine's throughput read from the filter's scan counters;
 //! 5. reads each VM's linear memory from `/proc/PID/smaps`;
 //! 6. prints the table (and writes it to `--out`).
 
@@ -126,9 +128,13 @@ fn main() {
         setups.push(Setup::Async);
     }
     setups.push(Setup::Floor);
-    if args.only_chains {
-        // The stack chain_cost picks: async when available, else sync.
-        setups = vec![Setup::Baseline, if modes.async_mode { Setup::Async } else { Setup::Sync }];
+    // The stack the chain and scan steps pick: async when available, else
+    // sync.
+    let warrant = if modes.async_mode { Setup::Async } else { Setup::Sync };
+    match args.only {
+        Some(Only::Chains) => setups = vec![Setup::Baseline, warrant],
+        Some(Only::Scans) => setups = vec![warrant],
+        None => {}
     }
     let mode_of = |setup: Setup| match setup {
         Setup::Baseline | Setup::Floor => None,
@@ -143,7 +149,7 @@ fn main() {
     bench::render(Setup::Sync, &filter_config, ports, &cast.patch(mode_of(Setup::Sync)));
     bench::render(Setup::Baseline, &baseline_config, ports, &cast.patch(None));
     let (mut validate_filter, mut validate_base) = (Vec::new(), Vec::new());
-    let validate_reps = if args.only_chains { 0 } else { plan.validate_reps };
+    let validate_reps = if args.only.is_some() { 0 } else { plan.validate_reps };
     for _ in 0..validate_reps {
         let (ok_f, t_f) = bench::time_validate(&filter_config);
         let (ok_b, t_b) = bench::time_validate(&baseline_config);
@@ -173,7 +179,7 @@ fn main() {
     let mut runs: BTreeMap<(Cell, Setup), Vec<Run>> = BTreeMap::new();
     let total_cells = SIZES.len() * TRAFFIC.len() * plan.reps * setups.len();
     let mut done = 0;
-    let sizes = if args.only_chains { &SIZES[..0] } else { &SIZES[..] };
+    let sizes = if args.only.is_some() { &SIZES[..0] } else { &SIZES[..] };
     for (size_index, (size_name, size, rate)) in sizes.iter().enumerate() {
         for traffic in TRAFFIC {
             for rep in 0..plan.reps {
@@ -238,8 +244,20 @@ fn main() {
     }
 
     // 4b. What a delegation chain adds, on the same Warrant Envoy.
-    let chain_runs = chain_cost(&stacks, &cast, &plan);
-    let chain_cpu = chain_cpu(&stacks, &cast, &plan);
+    let chains = args.only != Some(Only::Scans);
+    let chain_runs = if chains {
+        chain_cost(&stacks, &cast, &plan)
+    } else {
+        (chain_stacks(&stacks).0.setup.name().to_string(), ChainRuns::new())
+    };
+    let chain_cpu = if chains { chain_cpu(&stacks, &cast, &plan) } else { ChainCpu::new() };
+
+    // 4c. The rule engine's throughput inside Envoy.
+    let scans = if args.only == Some(Only::Chains) {
+        ScanRuns::new()
+    } else {
+        scan_in_envoy(&stacks, &cast, &plan)
+    };
 
     // Envoy writes its log file every few seconds (`--file-flush-interval-msecs`,
     // 10 s by default): read the start-up lines once the runs are over.
@@ -251,19 +269,20 @@ fn main() {
 
     // 5. Memory, after all the traffic.
     let mut memory = BTreeMap::new();
-    for stack in stacks.iter().filter(|_| !args.only_chains) {
+    for stack in stacks.iter().filter(|_| args.only.is_none()) {
         let pid = stack.envoy.process.pid();
         memory.insert(stack.setup, (bench::rss(pid), bench::wasm_memories(pid)));
     }
 
     // 6. The table.
-    if !args.only_chains {
+    if args.only.is_none() {
         report.e2e(&plan, &setups, &runs);
         report.startup(&validate_filter, &validate_base, &configure_ms, &first_request);
         report.memory(&memory, args.concurrency);
     }
     report.chains(&chain_runs);
     report.chain_cpu(&chain_runs.0, &chain_cpu);
+    report.scans(&chain_runs.0, &scans);
     report.components(&args.criterion, modes.async_mode);
     let text = report.render(&args, &plan, started.elapsed());
     println!("{text}");
@@ -519,6 +538,67 @@ fn cpu_block(stack: &BenchStack, request: &Arc<Vec<u8>>, case: ChainCase) -> Cpu
     block
 }
 
+/// The body kinds of [`scan_in_envoy`].
+const SCAN_TRAFFIC: [Traffic; 3] =
+    [Traffic::SignedEnvelope, Traffic::McpToolsCall, Traffic::MixedEnvelope];
+/// How long each run of [`scan_in_envoy`] lasts.
+const SCAN_RUN: Duration = Duration::from_secs(4);
+/// Envoy's counters of the filter's scans.
+const SCAN_BYTES: &str = "wasmcustom.warrant.scan.bytes";
+const SCAN_NANOS: &str = "wasmcustom.warrant.scan.nanoseconds";
+
+/// The rule engine's throughput inside Envoy's VMs: per repetition, for
+/// each body kind ([`SCAN_TRAFFIC`]) and size ([`SIZES`], at its rate), an
+/// open-loop run of [`SCAN_RUN`] through the Warrant stack, and the
+/// filter's scan counters (the content it scanned and the time the rule
+/// engine took, by the host clock) read before and after: MB/s is the
+/// bytes over the nanoseconds. A busy worker scans with the caches Envoy's
+/// own work left, which a benchmark of the engine alone does not see.
+/// Mixed traffic at 1 MiB is 960 KiB of content, so that its envelope
+/// (JSON escapes included) stays under the filter's 1 MiB `max_body_bytes`.
+fn scan_in_envoy(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> ScanRuns {
+    let (stack, _) = chain_stacks(stacks);
+    let mut runs = ScanRuns::new();
+    for rep in 0..plan.reps {
+        for (size_index, (size_name, size, rate)) in SIZES.iter().enumerate() {
+            for traffic in SCAN_TRAFFIC {
+                let size = if traffic == Traffic::MixedEnvelope && *size == 1 << 20 {
+                    960 << 10
+                } else {
+                    *size
+                };
+                let request = traffic.request(cast, "", size, rep as u64 + 3);
+                check(stack, &request, Client::new(stack.port()).send(&request).ok(), "scan");
+                let (bytes, nanos) = (stack.envoy.stat(SCAN_BYTES), stack.envoy.stat(SCAN_NANOS));
+                let run = open_loop(
+                    stack.port(),
+                    &[Arc::new(request)],
+                    *rate,
+                    SCAN_RUN,
+                    OPEN_LOOP_CONNECTIONS,
+                );
+                let failures = run.non_200 + run.errors + run.dropped;
+                assert_eq!(failures, 0, "scan run of {} {size_name}", traffic.name());
+                let bytes = stack.envoy.stat(SCAN_BYTES) - bytes;
+                let nanos = stack.envoy.stat(SCAN_NANOS) - nanos;
+                let mb_s = if nanos == 0 { f64::NAN } else { bytes as f64 * 1000.0 / nanos as f64 };
+                eprintln!(
+                    "warrant-bench: scan in Envoy, {} {size_name} rep {}: {bytes} bytes in {:.1} \
+                     ms, {mb_s:.1} MB/s",
+                    traffic.name(),
+                    rep + 1,
+                    nanos as f64 / 1e6
+                );
+                runs.entry((size_index, traffic)).or_default().push(mb_s);
+            }
+        }
+    }
+    runs
+}
+
+/// Scan throughput in Envoy (MB/s per repetition) by (size index, kind).
+type ScanRuns = BTreeMap<(usize, Traffic), Vec<f64>>;
+
 /// Sends requests of every kind over several connections, so that every
 /// worker's VM has compiled its rules and verified the chain before runs.
 fn warm_up(stack: &BenchStack, cast: &Cast) {
@@ -583,8 +663,17 @@ struct Args {
     concurrency: u32,
     criterion: Vec<(String, PathBuf)>,
     command: String,
-    /// `--only chains`: only step 4b and its stack.
-    only_chains: bool,
+    /// `--only chains|scans`: only that step and its stacks.
+    only: Option<Only>,
+}
+
+/// A step `--only` runs by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Only {
+    /// Step 4b and its stacks: the baseline and one Warrant stack.
+    Chains,
+    /// Step 4c and its one Warrant stack.
+    Scans,
 }
 
 impl Args {
@@ -598,7 +687,7 @@ impl Args {
             concurrency: 2,
             criterion: Vec::new(),
             command: "scripts/bench".into(),
-            only_chains: false,
+            only: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -621,8 +710,9 @@ impl Args {
                 }
                 "--command" => args.command = value(),
                 "--only" => match value().as_str() {
-                    "chains" => args.only_chains = true,
-                    other => usage(&format!("--only {other}: only `chains` is known")),
+                    "chains" => args.only = Some(Only::Chains),
+                    "scans" => args.only = Some(Only::Scans),
+                    other => usage(&format!("--only {other}: `chains` or `scans`")),
                 },
                 "-h" | "--help" => usage(""),
                 other => usage(&format!("unknown argument {other}")),
@@ -638,7 +728,7 @@ fn usage(problem: &str) -> ! {
     }
     eprintln!(
         "usage: warrant-bench [--quick] [--reps N] [--seconds S] [--out FILE] [--dir DIR] [--concurrency N] \
-         [--criterion NAME=FILE]... [--command TEXT] [--only chains]"
+         [--criterion NAME=FILE]... [--command TEXT] [--only chains|scans]"
     );
     std::process::exit(2);
 }
@@ -905,6 +995,35 @@ impl Report {
             &format!("≤ {goal_us:.0} µs"),
             verdict(spread(&envoy).1 <= goal_us),
         );
+    }
+
+    fn scans(&mut self, setup: &str, runs: &ScanRuns) {
+        for (size_index, (size_name, _, rate)) in SIZES.iter().enumerate() {
+            let of = |traffic| runs.get(&(size_index, traffic)).map(|r| spread(r));
+            let figures: Vec<(f64, f64, f64)> =
+                SCAN_TRAFFIC.iter().filter_map(|t| of(*t)).collect();
+            if figures.is_empty() {
+                continue;
+            }
+            let goal = match size_index {
+                0 => Some(100.0),
+                2 => Some(50.0),
+                _ => None,
+            };
+            let value: Vec<String> = figures.iter().map(|f| fmt_spread(*f, "", 1)).collect();
+            let result = goal.map_or(String::new(), |g| verdict(figures.iter().all(|f| f.1 >= g)));
+            self.row(
+                format!(
+                    "rule engine inside Envoy (the filter's `warrant.scan` counters: bytes of \
+                     content ÷ the engine's time), {setup}, open loop at {rate} req/s: envelope \
+                     prose / MCP arguments / mixed traffic, MB/s"
+                ),
+                size_name,
+                value.join(" / "),
+                &goal.map_or(String::new(), |g| format!("≥ {g:.0} MB/s")),
+                result,
+            );
+        }
     }
 
     fn startup(
