@@ -936,22 +936,6 @@ pub fn spread(values: &[f64]) -> (f64, f64, f64) {
     (v[0], median, v[v.len() - 1])
 }
 
-/// The CPU time all threads of process `pid` have used so far, in
-/// nanoseconds: the scheduler's own account of each thread
-/// (`/proc/PID/task/TID/schedstat`, first field), which is exact to the
-/// nanosecond where `/proc/PID/stat` counts 10 ms ticks. A thread that has
-/// exited no longer counts, so this suits processes whose threads live as
-/// long as they do (Envoy's workers, the sidecar's runtime). 0 when the
-/// process is gone.
-pub fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// `nproc`, the CPU model and total memory, in one line.
 pub fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -1166,20 +1150,6 @@ Found 2 outliers among 30 measurements (6.67%)\n";
         assert_eq!(r[0].throughput.as_deref(), Some("187.00 MiB/s"));
         assert_eq!(r[1].id, "parse+verify 1-hop (cold)");
         assert!((r[1].seconds - 121.5e-6).abs() < 1e-9);
-    }
-
-    #[test]
-    fn cpu_time_of_this_process_grows_with_work() {
-        let pid = std::process::id();
-        let before = cpu_ns(pid);
-        // A fixed amount of work, tens of ms on any machine this runs on.
-        let mut x = 0u64;
-        for _ in 0..50_000_000u64 {
-            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-        }
-        let used = cpu_ns(pid) - before;
-        assert!(used >= 1_000_000, "{used} ns of CPU for 50 M multiplications");
-        assert_eq!(cpu_ns(u32::MAX), 0, "no such process");
     }
 
     #[test]

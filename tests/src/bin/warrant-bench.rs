@@ -7,7 +7,7 @@
 //!               [--criterion NAME=FILE]... [--command TEXT] [--only chains|scans]
 //! ```
 //!
-//! `--only chains` starts only the baseline and the Warrant stacks of step 4b
+//! `--only chains` starts only the baseline and the Warrant stack of step 4b
 //! (no start-up timing, no saturation or size runs, no memory) and runs
 //! step 4b; `--only scans` starts only that Warrant stack and runs step 4c.
 //!
@@ -26,9 +26,7 @@
 //!    repetition, a `wrk` saturation run and then a fixed-rate open-loop run;
 //!    then (4b), on one Warrant stack, signed envelopes without a chain,
 //!    with a cached 3-hop chain and with a new 3-hop chain per request,
-//!    interleaved in one run per repetition, and the CPU time Envoy and
-//!    the sidecar spend per request without a chain and with the cached
-//!    one, in alternating blocks on the `sync` stack; and (4c) envelope prose, MCP arguments
+//!    interleaved in one run per repetition; and (4c) envelope prose, MCP arguments
 //!    and mixed traffic of each size through that stack, with the rule
 //!    engine's throughput read from the filter's scan counters;
 //! 5. reads each VM's linear memory from `/proc/PID/smaps`;
@@ -79,7 +77,8 @@ struct Run {
     /// them in gap records).
     audit_dropped: u64,
     /// Chain runs: the median over the run's triples (requests 3t, 3t + 1,
-    /// 3t + 2) of this case's latency minus the no-chain request's of the
+    /// 3t + 2, see [`CHAIN_ORDER`]) of this case's latency minus the
+    /// no-chain request's of the
     /// same triple, in µs. NaN elsewhere.
     paired_us: f64,
 }
@@ -132,13 +131,7 @@ fn main() {
     // sync.
     let warrant = if modes.async_mode { Setup::Async } else { Setup::Sync };
     match args.only {
-        // chain_cpu runs on the sync stack.
-        Some(Only::Chains) => {
-            setups = vec![Setup::Baseline, warrant];
-            if warrant != Setup::Sync {
-                setups.push(Setup::Sync);
-            }
-        }
+        Some(Only::Chains) => setups = vec![Setup::Baseline, warrant],
         Some(Only::Scans) => setups = vec![warrant],
         None => {}
     }
@@ -256,7 +249,6 @@ fn main() {
     } else {
         (chain_stacks(&stacks).0.setup.name().to_string(), ChainRuns::new())
     };
-    let chain_cpu = if chains { chain_cpu(&stacks, &cast, &plan) } else { ChainCpu::new() };
 
     // 4c. The rule engine's throughput inside Envoy.
     let scans = if args.only == Some(Only::Chains) {
@@ -287,7 +279,6 @@ fn main() {
         report.memory(&memory, args.concurrency);
     }
     report.chains(&chain_runs);
-    report.chain_cpu(Setup::Sync.name(), &chain_cpu);
     report.scans(&chain_runs.0, &scans);
     report.components(&args.criterion, modes.async_mode);
     let text = report.render(&args, &plan, started.elapsed());
@@ -324,7 +315,23 @@ impl ChainCase {
 }
 
 /// The fixed request rate of the chain runs, all cases together.
-const CHAIN_RATE: f64 = 300.0;
+const CHAIN_RATE: f64 = 200.0;
+
+/// The cases of a chain run's requests, slot `i` being `CHAIN_ORDER[i % 6]`:
+/// triples of one request of each case, the no-chain and cached ones
+/// swapping places from one triple to the next. A cold request's
+/// verification can delay the request sent right after it on the same
+/// worker; so each of the two follows a cold one equally often, and their
+/// difference is not biased by it (with `i mod 3`, only the no-chain
+/// request ever followed a cold one).
+const CHAIN_ORDER: [ChainCase; 6] = [
+    ChainCase::None,
+    ChainCase::Cached,
+    ChainCase::Cold,
+    ChainCase::Cached,
+    ChainCase::None,
+    ChainCase::Cold,
+];
 
 /// The stacks the chain steps use: Warrant with audit async when
 /// available, else sync; and the baseline, if it runs.
@@ -339,8 +346,8 @@ fn chain_stacks(stacks: &[BenchStack]) -> (&BenchStack, Option<&BenchStack>) {
 
 /// Signed 1 KiB envelopes through one Warrant stack (audit async when
 /// available, else sync), without a chain, with one cached 3-hop chain, and
-/// with a fresh 3-hop chain per request, **interleaved in one run**: request
-/// `i` of a run is case `i mod 3`, so the three cases share the same moments,
+/// with a fresh 3-hop chain per request, **interleaved in one run** (in the
+/// order of [`CHAIN_ORDER`]), so the three cases share the same moments,
 /// connections and machine load, and drift between runs (the main noise on
 /// a shared machine) cancels out of their difference. Each repetition is one
 /// run of 3 × the latency length at [`CHAIN_RATE`] in total, so every case
@@ -377,7 +384,7 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
             }
         }
         let requests: Vec<Arc<Vec<u8>>> = (0..slots)
-            .map(|i| match ChainCase::ALL[i % cases] {
+            .map(|i| match CHAIN_ORDER[i % CHAIN_ORDER.len()] {
                 ChainCase::None => Arc::clone(&none),
                 ChainCase::Cached => Arc::clone(&cached),
                 ChainCase::Cold => cold.next().expect("enough cold chains"),
@@ -404,11 +411,18 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
             for (us, i) in latency.latencies_us.iter().zip(&latency.requests) {
                 by_slot[*i] = i64::try_from(*us).ok();
             }
-            for (k, case) in ChainCase::ALL.iter().enumerate() {
-                let which = |i: usize| i % cases == k;
+            for case in ChainCase::ALL {
+                let which = |i: usize| CHAIN_ORDER[i % CHAIN_ORDER.len()] == case;
+                // Within each triple: this case's latency minus the
+                // no-chain request's.
                 let mut paired: Vec<i64> = by_slot
                     .chunks_exact(cases)
-                    .filter_map(|triple| Some(triple[k]? - triple[0]?))
+                    .enumerate()
+                    .filter_map(|(t, triple)| {
+                        let order = &CHAIN_ORDER[(t % 2) * cases..][..cases];
+                        let at = |c: ChainCase| order.iter().position(|o| *o == c);
+                        Some(triple[at(case)?]? - triple[at(ChainCase::None)?]?)
+                    })
                     .collect();
                 paired.sort_unstable();
                 let paired_us =
@@ -432,7 +446,7 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
                     run.paired_us,
                     run.failures
                 );
-                runs.entry((is_baseline, *case)).or_default().push(run);
+                runs.entry((is_baseline, case)).or_default().push(run);
             }
         }
     }
@@ -441,111 +455,6 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
 
 /// Chain runs by (through the baseline Envoy, case).
 type ChainRuns = BTreeMap<(bool, ChainCase), Vec<Run>>;
-
-/// The cases [`chain_cpu`] measures: a cold chain per request cannot be
-/// replayed by `wrk`, and its latency is resolved well anyway.
-const CPU_CASES: [ChainCase; 2] = [ChainCase::None, ChainCase::Cached];
-/// Rounds of [`chain_cpu`] per repetition: each round is one block of each
-/// case, the order alternating.
-const CPU_ROUNDS: usize = 10;
-/// How long one block of [`chain_cpu`] lasts, and its request rate: a
-/// load the machine carries with room to spare.
-const CPU_BLOCK: Duration = Duration::from_secs(1);
-const CPU_RATE: f64 = 1000.0;
-
-/// One block of [`chain_cpu`]: the CPU time per completed request of
-/// Envoy and of the sidecar (0 for the baseline), in µs.
-#[derive(Debug, Clone, Copy)]
-struct CpuBlock {
-    envoy_us: f64,
-    sidecar_us: f64,
-}
-
-/// Chain CPU blocks by (through the baseline Envoy, case), in the order
-/// they ran: block `r` of every case is from the same round.
-type ChainCpu = BTreeMap<(bool, ChainCase), Vec<CpuBlock>>;
-
-/// What a cached chain costs in CPU time, which latency resolves only to a
-/// few µs on a shared machine, on the `sync` stack: one audit call per
-/// request, where `async` batches records by how fast the sidecar answers,
-/// so that its calls per request (the bulk of Envoy's CPU time at this
-/// rate) would differ between blocks for reasons of their own. Per round,
-/// one open-loop block
-/// ([`CPU_BLOCK`] at [`CPU_RATE`]) of each case ([`CPU_CASES`], the order
-/// alternating every round), and the CPU time of all of Envoy's threads
-/// and of the sidecar's read before and after each block
-/// ([`bench::cpu_ns`], to the nanosecond) and divided by the requests
-/// answered. A block's µs per request minus the no-chain block's of the
-/// same round is the chain's added cost; the same blocks through the
-/// baseline Envoy give what the bigger header costs Envoy itself.
-fn chain_cpu(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> ChainCpu {
-    let stack = stacks.iter().find(|s| s.setup == Setup::Sync).expect("a sync stack");
-    let baseline = stacks.iter().find(|s| s.setup == Setup::Baseline);
-    let mut blocks = ChainCpu::new();
-    for rep in 0..plan.reps {
-        let seed = rep as u64 * 31 + 9;
-        let chain = cast.chain(3, warrant_e2e::agents::now_secs());
-        let requests: Vec<(ChainCase, Arc<Vec<u8>>)> = CPU_CASES
-            .iter()
-            .map(|case| {
-                let chain = if *case == ChainCase::Cached { chain.as_str() } else { "" };
-                let request = Traffic::SignedEnvelope.request(cast, chain, 1 << 10, seed);
-                for s in std::iter::once(stack).chain(baseline) {
-                    check(s, &request, Client::new(s.port()).send(&request).ok(), case.name());
-                }
-                (*case, Arc::new(request))
-            })
-            .collect();
-        for round in 0..CPU_ROUNDS {
-            eprintln!("warrant-bench: chain CPU rep {} round {}", rep + 1, round + 1);
-            let mut order = requests.clone();
-            order.rotate_left(round % CPU_CASES.len());
-            for (case, request) in &order {
-                for s in std::iter::once(stack).chain(baseline) {
-                    let block = cpu_block(s, request, *case);
-                    blocks.entry((s.setup == Setup::Baseline, *case)).or_default().push(block);
-                }
-            }
-        }
-    }
-    blocks
-}
-
-/// One block of `request` through `stack` at [`CPU_RATE`]: the CPU time
-/// per request Envoy and the sidecar spent meanwhile.
-fn cpu_block(stack: &BenchStack, request: &Arc<Vec<u8>>, case: ChainCase) -> CpuBlock {
-    let envoy = stack.envoy.process.pid();
-    let sidecar = stack.sidecar.as_ref().map(|s| s.process.pid());
-    let sidecar_ns = || sidecar.map_or(0, bench::cpu_ns);
-    let dropped_before = stack.envoy.stat(AUDIT_DROPPED);
-    let (envoy_before, sidecar_before) = (bench::cpu_ns(envoy), sidecar_ns());
-    let run = open_loop(
-        stack.port(),
-        std::slice::from_ref(request),
-        CPU_RATE,
-        CPU_BLOCK,
-        OPEN_LOOP_CONNECTIONS,
-    );
-    let (envoy_ns, sidecar_ns) =
-        (bench::cpu_ns(envoy) - envoy_before, sidecar_ns() - sidecar_before);
-    let dropped = stack.envoy.stat(AUDIT_DROPPED) - dropped_before;
-    let failures = run.non_200 + run.errors + run.dropped;
-    assert!(
-        failures + dropped == 0 && !run.latencies_us.is_empty(),
-        "chain CPU block through {}: {failures} failed requests, {dropped} records dropped",
-        stack.setup.name()
-    );
-    let per_request = |ns: u64| ns as f64 / 1000.0 / run.latencies_us.len() as f64;
-    let block = CpuBlock { envoy_us: per_request(envoy_ns), sidecar_us: per_request(sidecar_ns) };
-    eprintln!(
-        "warrant-bench:   {} through {}: Envoy {:.1} µs, sidecar {:.1} µs of CPU per request",
-        case.name(),
-        stack.setup.name(),
-        block.envoy_us,
-        block.sidecar_us
-    );
-    block
-}
 
 /// The body kinds of [`scan_in_envoy`].
 const SCAN_TRAFFIC: [Traffic; 3] =
@@ -913,7 +822,7 @@ impl Report {
         let Some(none) = runs.get(&(false, ChainCase::None)) else { return };
         let p50: Vec<f64> = none.iter().map(|r| r.p50_ms).collect();
         let p99: Vec<f64> = none.iter().map(|r| r.p99_ms).collect();
-        self.row(
+        self.figure(
             format!(
                 "signed envelope, no chain / cached / cold chain interleaved at {CHAIN_RATE} \
                  req/s in total, {setup}: p50 / p99, no chain"
@@ -924,8 +833,6 @@ impl Report {
                 fmt_spread(spread(&p50), " ms", 3),
                 fmt_spread(spread(&p99), " ms", 3)
             ),
-            "",
-            String::new(),
         );
         // Added p50 in µs per repetition, and the ratio of p50s.
         let added = |baseline: bool, case: ChainCase| -> Option<(Vec<f64>, Vec<f64>, u64)> {
@@ -956,7 +863,7 @@ impl Report {
                 .get(&(false, case))
                 .map(|r| r.iter().map(|r| r.paired_us).collect())
                 .unwrap_or_default();
-            self.row(
+            self.figure(
                 format!(
                     "{}: median over the run's triples of (its latency minus the no-chain \
                      request's of the same triple), {setup}",
@@ -964,12 +871,10 @@ impl Report {
                 ),
                 "1 KiB",
                 fmt_spread(spread(&paired), " µs", 0),
-                "",
-                String::new(),
             );
             let Some((base, _, _)) = added(true, case) else { continue };
             let own: Vec<f64> = with.iter().zip(&base).map(|(w, b)| w - b).collect();
-            self.row(
+            self.figure(
                 format!(
                     "{}: the same requests through the baseline Envoy (no filter): added p50 \
                      (the header's cost to Envoy and the upstream); Warrant's added p50 minus \
@@ -982,65 +887,8 @@ impl Report {
                     fmt_spread(spread(&base), " µs", 0),
                     fmt_spread(spread(&own), " µs", 0)
                 ),
-                "",
-                String::new(),
             );
         }
-    }
-
-    fn chain_cpu(&mut self, setup: &str, blocks: &ChainCpu) {
-        let Some(none) = blocks.get(&(false, ChainCase::None)) else { return };
-        let of = |f: fn(&CpuBlock) -> f64| -> Vec<f64> { none.iter().map(f).collect() };
-        self.figure(
-            format!(
-                "signed envelope, no chain, CPU time per request in open-loop blocks of {} s at \
-                 {CPU_RATE} req/s ({CPU_ROUNDS} rounds of a no-chain and a cached-chain block \
-                 per repetition), {setup}: Envoy (all threads) / sidecar",
-                CPU_BLOCK.as_secs()
-            ),
-            "1 KiB",
-            format!(
-                "{} / {}",
-                fmt_spread(spread(&of(|b| b.envoy_us)), " µs", 1),
-                fmt_spread(spread(&of(|b| b.sidecar_us)), " µs", 1)
-            ),
-        );
-        // Per round: the cached block minus the no-chain block.
-        let added = |baseline: bool, of: fn(&CpuBlock) -> f64| -> (Vec<f64>, Vec<f64>) {
-            let (Some(none), Some(with)) = (
-                blocks.get(&(baseline, ChainCase::None)),
-                blocks.get(&(baseline, ChainCase::Cached)),
-            ) else {
-                return (Vec::new(), Vec::new());
-            };
-            let pairs = || with.iter().zip(none);
-            (
-                pairs().map(|(w, n)| of(w) - of(n)).collect(),
-                pairs().map(|(w, n)| of(w) / of(n)).collect(),
-            )
-        };
-        let (envoy, ratio) = added(false, |b| b.envoy_us);
-        let (sidecar, _) = added(false, |b| b.sidecar_us);
-        let (baseline, _) = added(true, |b| b.envoy_us);
-        let goal_us = 10.0;
-        self.row(
-            format!(
-                "{}: added Envoy CPU time per request, block minus the no-chain block of the \
-                 same round (ratio), {setup}; the sidecar's added CPU per record; the same \
-                 blocks through the baseline Envoy (the header's own cost)",
-                ChainCase::Cached.name()
-            ),
-            "1 KiB",
-            format!(
-                "{} ({}); sidecar {}; baseline Envoy {}",
-                fmt_spread(spread(&envoy), " µs", 1),
-                fmt_spread(spread(&ratio), "×", 3),
-                fmt_spread(spread(&sidecar), " µs", 1),
-                fmt_spread(spread(&baseline), " µs", 1)
-            ),
-            &format!("≤ {goal_us:.0} µs"),
-            verdict(spread(&envoy).1 <= goal_us),
-        );
     }
 
     fn scans(&mut self, setup: &str, runs: &ScanRuns) {
@@ -1244,14 +1092,9 @@ impl Report {
         let _ = writeln!(
             out,
             "- Chain rows: per repetition one open-loop run of {} s at {CHAIN_RATE} req/s in \
-             total, request i being no chain / cached / cold by i mod 3, so each case's p50 is \
-             compared with the no-chain p50 of the same run. Chain CPU rows: then per \
-             repetition {CPU_ROUNDS} rounds of a {} s open-loop block at {CPU_RATE} req/s of \
-             each of no chain and cached chain (order alternating), Envoy's and the sidecar's \
-             CPU time (`/proc/PID/task/*/schedstat`) per answered request; each cached block \
-             minus the no-chain block of its round.",
-            plan.latency.as_secs() * ChainCase::ALL.len() as u64,
-            CPU_BLOCK.as_secs()
+             total, request i being no chain / cached / cold in the order no chain, cached, cold, cached, no chain, cold (each of the first two follows a cold one equally often), so each case's p50 is \
+             compared with the no-chain p50 of the same run.",
+            plan.latency.as_secs() * ChainCase::ALL.len() as u64
         );
         let _ = writeln!(out, "- Wall time: {:.0} s.", elapsed.as_secs_f64());
         let _ = writeln!(out, "- Command: `{}`", args.command);
