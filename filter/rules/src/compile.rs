@@ -310,6 +310,11 @@ const MAX_STRING: usize = 64;
 /// Largest character class expanded into literals when it has ASCII
 /// members (`[._]`, case pairs), in characters.
 const MAX_CLASS: usize = 8;
+/// Largest class with ASCII members expanded into start literals: ten,
+/// for `\d`. A card number's `4\d{3}` then starts with `40` to `49`,
+/// where an anchored search is cheaper than searching the whole text for
+/// the pattern, which has no required literal.
+const MAX_START_CLASS: usize = 10;
 /// Largest class of only non-ASCII characters expanded into literals
 /// (homoglyphs, invisible characters): each member is a rare string.
 const MAX_WIDE_CLASS: usize = 256;
@@ -516,7 +521,7 @@ fn prefixes(hir: &Hir) -> Option<(Set, bool)> {
             let text = std::str::from_utf8(&literal.0).ok()?;
             Some(clip(Set::from([fold(text)])))
         }
-        HirKind::Class(class) => Some((class_strings(class)?, true)),
+        HirKind::Class(class) => Some((class_strings(class, MAX_START_CLASS)?, true)),
         HirKind::Capture(capture) => prefixes(&capture.sub),
         HirKind::Repetition(repetition) => {
             if repetition.min == 0 {
@@ -566,7 +571,11 @@ fn prefixes_concat(subs: &[Hir], wanted: usize) -> Option<(Set, bool)> {
         return Some((head, false));
     }
     match prefixes_concat(rest, wanted - shortest) {
-        Some((tail, tail_exact)) => match cross(&head, &tail) {
+        // An empty head (`\b`, `^`) joins nothing: the tail is the answer
+        // however many strings it has (`cross` would refuse more than
+        // `MAX_CROSS`).
+        Some((tail, tail_exact)) if head.len() == 1 && shortest == 0 => Some((tail, tail_exact)),
+        Some((tail, tail_exact)) => match cross_up_to(&head, &tail, MAX_SET) {
             Some(joined) => {
                 let (joined, clipped) = clip(joined);
                 Some((joined, tail_exact && clipped))
@@ -641,7 +650,7 @@ fn analyse(hir: &Hir) -> Info {
             Ok(text) => exact(Set::from([fold(text)])),
             Err(_) => Info::default(),
         },
-        HirKind::Class(class) => match class_strings(class) {
+        HirKind::Class(class) => match class_strings(class, MAX_CLASS) {
             Some(set) => exact(set),
             None => Info::default(),
         },
@@ -719,7 +728,16 @@ fn union(left: Option<Set>, right: Option<Set>) -> Option<Set> {
 }
 
 fn cross(left: &Set, right: &Set) -> Option<Set> {
-    if left.len().saturating_mul(right.len()) > MAX_CROSS {
+    cross_up_to(left, right, MAX_CROSS)
+}
+
+/// Every string of `left` followed by every string of `right`; `None` when
+/// that would be more than `limit` strings or one longer than
+/// [`MAX_STRING`]. Start literals take up to [`MAX_SET`]: a case-sensitive
+/// country code followed by a digit (`DE0` to `LU9`, 170 strings) hits far
+/// less often than the code alone, which occurs inside ordinary words.
+fn cross_up_to(left: &Set, right: &Set, limit: usize) -> Option<Set> {
+    if left.len().saturating_mul(right.len()) > limit {
         return None;
     }
     let mut out = Set::new();
@@ -762,8 +780,9 @@ fn score(set: &Set) -> usize {
 }
 
 /// The folded strings a small class matches, dropping members that NFKC
-/// text cannot contain.
-fn class_strings(class: &Class) -> Option<Set> {
+/// text cannot contain; `None` when it has more than `limit` members with
+/// an ASCII one (or more than [`MAX_WIDE_CLASS`] others).
+fn class_strings(class: &Class, limit: usize) -> Option<Set> {
     // Big classes (`[^\n]`, `\p{L}`) are refused before their members
     // are listed (listing them was a tenth of `Engine::new` inside V8).
     // A Unicode range's code-point count exceeds its character count by
@@ -798,7 +817,7 @@ fn class_strings(class: &Class) -> Option<Set> {
     if !complete {
         return None;
     }
-    let limit = if members.iter().all(|c| !c.is_ascii()) { MAX_WIDE_CLASS } else { MAX_CLASS };
+    let limit = if members.iter().all(|c| !c.is_ascii()) { MAX_WIDE_CLASS } else { limit };
     let set: Set = members
         .into_iter()
         .filter(|c| occurs_in_nfkc(c.encode_utf8(&mut [0; 4])))
@@ -876,6 +895,42 @@ mod tests {
                 want.iter().map(|set| set.iter().map(|s| s.to_string()).collect()).collect();
             assert_eq!(literals(pattern), want, "{name}: {pattern}");
         }
+    }
+
+    #[test]
+    fn start_literals_are_the_prefixes_every_match_begins_with() {
+        let starts = |pattern: &str| prepare_pattern(PatternKind::Regex, pattern).unwrap().starts;
+        assert_eq!(
+            starts(r"(?i)\b(rm|curl)\s"),
+            [
+                "curl\t",
+                "curl\n",
+                "curl\u{b}",
+                "curl\u{c}",
+                "curl\r",
+                "curl ",
+                "rm\t",
+                "rm\n",
+                "rm\u{b}",
+                "rm\u{c}",
+                "rm\r",
+                "rm "
+            ]
+        );
+        // A digit class counts as ten strings.
+        assert_eq!(starts(r"x4\d{3}").len(), 10);
+        // After `\b`, an alternation of more strings than two sets may be
+        // joined into (`MAX_CROSS`) still gives them all.
+        let card = starts(r"\b(4\d{3}|5[1-5]\d{2}|2[2-7]\d{2}|6011|65\d{2})\d{12}\b");
+        assert_eq!(card.len(), 10 + 50 + 60 + 1 + 10);
+        assert!(card.contains(&"41".to_string()) && card.contains(&"553".to_string()));
+        // Joining a set with the next one may give up to `MAX_SET` starts.
+        let iban = starts(r"\b(DE|GB|FR|ES|IT|NL|BE|CH|AT|IE|PL|PT|SE|DK|NO|FI|LU)\d{2}");
+        assert_eq!(iban.len(), 170);
+        assert!(iban.contains(&"de4".to_string()) && !iban.contains(&"de".to_string()));
+        // One-byte starts are refused unless rare punctuation.
+        assert!(starts(r"a\w+").is_empty());
+        assert_eq!(starts(r"@\w+"), ["@"]);
     }
 
     #[test]

@@ -82,6 +82,12 @@ const EXCLUDE_LINES_BEFORE: u32 = 3;
 /// literal sets (0 to `MAX_CONJUNCTS - 1`).
 const START_SET: u8 = u8::MAX;
 
+/// `LiteralHit::first_case` bits: a match can start with the start
+/// literal's first byte as it is (lower case, for a letter), or with its
+/// upper case.
+const LOWER_CASE: u8 = 1;
+const UPPER_CASE: u8 = 2;
+
 /// Compiled rules, ready to scan. Build once (per VM), use for every request.
 #[derive(Debug)]
 pub struct Engine {
@@ -406,7 +412,7 @@ impl Engine {
             let mut slots = Vec::new();
             slots.resize_with(self.patterns.len(), Hits::default);
             let seen = vec![0; self.literal_hits.len().div_ceil(64)];
-            Scratch { slots, touched: Vec::new(), seen }
+            Scratch { slots, touched: Vec::new(), seen, start_hits: Vec::new() }
         })
     }
 
@@ -420,6 +426,7 @@ impl Engine {
         }
         scratch.touched.clear();
         scratch.seen.fill(0);
+        scratch.start_hits.clear();
         if let Ok(mut kept) = self.scratch.lock() {
             if kept.len() < MAX_KEPT_SCRATCH {
                 kept.push(scratch);
@@ -432,7 +439,8 @@ impl Engine {
     fn candidates(&self, text: &str, kind: ContentKind, only: Option<u32>) -> Candidates {
         // `touched`: patterns whose slot was filled, so that the work after
         // the pass is proportional to them rather than to the library.
-        let Scratch { slots: mut hits, mut touched, seen: mut literal_seen } = self.scratch();
+        let Scratch { slots: mut hits, mut touched, seen: mut literal_seen, mut start_hits } =
+            self.scratch();
         let applies = |pattern: u32| -> Option<&CompiledPattern> {
             let entry = self.patterns.get(pattern as usize)?;
             let rule = self.rules.get(entry.rule as usize)?;
@@ -451,14 +459,15 @@ impl Engine {
         }
         let Some(prefilter) = &self.prefilter else {
             return Candidates::new(
-                Scratch { slots: hits, touched, seen: literal_seen },
+                Scratch { slots: hits, touched, seen: literal_seen, start_hits },
                 &self.patterns,
             );
         };
 
-        // ASCII text is searched as is (the automaton ignores ASCII case);
-        // other text is folded the way the literals were. Folding keeps
-        // line feeds, so line numbers agree with the normalised text.
+        // 1. One pass over the literals. ASCII text is searched as is (the
+        //    automaton ignores ASCII case); other text is folded the way
+        //    the literals were. Folding keeps line feeds, so line numbers
+        //    agree with the normalised text.
         let folded;
         let haystack = if ascii {
             text.as_bytes()
@@ -488,7 +497,8 @@ impl Engine {
             let wanted =
                 |e: &LiteralHit| e.targets.contains(kind) && only.is_none_or(|o| o == e.rule);
             // What `once` entries do is the same at every occurrence, so
-            // only the first one of each literal counts.
+            // only the first one of each literal counts. The bit also
+            // answers, after the pass, whether a later set occurred.
             let (word, bit) = (literal / 64, 1u64 << (literal % 64));
             if literal_seen.get(word).is_some_and(|w| w & bit == 0) {
                 if let Some(w) = literal_seen.get_mut(word) {
@@ -499,10 +509,8 @@ impl Engine {
                         continue;
                     }
                     let Some(slot) = slot_of(&mut hits, &mut touched, e.pattern) else { continue };
-                    slot.seen |= 1 << e.set;
-                    if !e.single_line {
-                        slot.whole = true;
-                    }
+                    slot.best = true;
+                    slot.whole = true;
                 }
             }
             for e in &entries.lines {
@@ -510,7 +518,7 @@ impl Engine {
                     continue;
                 }
                 let Some(slot) = slot_of(&mut hits, &mut touched, e.pattern) else { continue };
-                slot.seen |= 1;
+                slot.best = true;
                 // Lines come from the best set: every match is on a line
                 // holding one of its strings.
                 if !slot.whole {
@@ -520,36 +528,30 @@ impl Engine {
                     }
                 }
             }
-            // Offsets in `text` only when it was not folded.
-            if ascii {
-                let first = haystack.get(found.start).copied().unwrap_or(0);
-                for e in &entries.starts {
-                    // No match starts here if it cannot start with this
-                    // byte: the literal was found ignoring case, and a
-                    // case-sensitive pattern (`\b(DE|GB|...)\d{2}`) skips
-                    // the hits inside ordinary words (`code`).
-                    let starts_here = self
-                        .patterns
-                        .get(e.pattern as usize)
-                        .is_some_and(|p| p.first_bytes.contains(first));
-                    if !wanted(e) || !starts_here {
-                        continue;
-                    }
-                    let Some(slot) = slot_of(&mut hits, &mut touched, e.pattern) else { continue };
-                    slot.starts.push(found.start);
-                }
+            // Offsets in `text` only when it was not folded. Which
+            // patterns they go to is decided after the pass: most start
+            // literals belong to patterns that do not become candidates.
+            if ascii && !entries.starts.is_empty() {
+                start_hits.push((literal, found.start));
             }
         }
 
-        // A pattern is a candidate only if a string of every one of its
-        // literal sets occurs somewhere.
+        // 2. A pattern is a candidate only if a string of every one of
+        //    its literal sets occurs somewhere.
+        let mut anchored = false;
         for &pattern in &touched {
             let (Some(slot), Some(entry)) =
                 (hits.get_mut(pattern as usize), self.patterns.get(pattern as usize))
             else {
                 continue;
             };
-            if slot.seen != entry.sets_mask() {
+            let occurred = |set: &Vec<usize>| {
+                set.iter()
+                    .any(|&l| literal_seen.get(l / 64).is_some_and(|w| w & (1 << (l % 64)) != 0))
+            };
+            let candidate =
+                entry.unfiltered() || (slot.best && entry.later_sets.iter().all(occurred));
+            if !candidate {
                 slot.clear();
                 continue;
             }
@@ -557,12 +559,43 @@ impl Engine {
             // anchored searches there replace a search of the whole text
             // (ASCII text: the hits' offsets are `text`'s).
             slot.anchored = slot.whole && ascii && entry.starts;
-            if slot.anchored {
-                slot.starts.sort_unstable();
-                slot.starts.dedup();
+            anchored |= slot.anchored;
+        }
+
+        // 3. The start hits of the patterns searched anchored.
+        if anchored {
+            for &(literal, start) in &start_hits {
+                let Some(entries) = self.literal_hits.get(literal) else { continue };
+                // No match starts here if it cannot start with this byte:
+                // the literal was found ignoring case, and a
+                // case-sensitive pattern (`\b(DE|GB|...)\d{2}`) skips the
+                // hits inside ordinary words (`code`).
+                let case = if haystack.get(start).is_some_and(u8::is_ascii_uppercase) {
+                    UPPER_CASE
+                } else {
+                    LOWER_CASE
+                };
+                for e in entries.starts.iter().filter(|e| e.first_case & case != 0) {
+                    if let Some(slot) = hits.get_mut(e.pattern as usize) {
+                        if slot.anchored {
+                            slot.starts.push(start);
+                        }
+                    }
+                }
+            }
+            for &pattern in &touched {
+                if let Some(slot) = hits.get_mut(pattern as usize) {
+                    if slot.anchored {
+                        slot.starts.sort_unstable();
+                        slot.starts.dedup();
+                    }
+                }
             }
         }
-        Candidates::new(Scratch { slots: hits, touched, seen: literal_seen }, &self.patterns)
+        Candidates::new(
+            Scratch { slots: hits, touched, seen: literal_seen, start_hits },
+            &self.patterns,
+        )
     }
 
     /// `match_mode: any`: the first match on each line, over the patterns in
@@ -717,6 +750,12 @@ struct CompiledPattern {
     single_line: bool,
     /// Number of literal sets in the prefilter (0 for unfiltered patterns).
     sets: u8,
+    /// The prefilter ids of the literals of each required set after the
+    /// best one. They are looked up after the pass, for the patterns
+    /// whose best set occurred, rather than handled at each hit: they are
+    /// the less selective sets (`all`, `the`), whose literals occur in
+    /// most texts and belong to many patterns.
+    later_sets: Vec<Vec<usize>>,
     needs_non_ascii: bool,
     /// Whether the pattern has start literals in the prefilter.
     starts: bool,
@@ -749,6 +788,7 @@ impl CompiledPattern {
             regex,
             single_line,
             sets: u8::try_from(literals.len()).unwrap_or(u8::MAX),
+            later_sets: Vec::new(),
             needs_non_ascii,
             first_bytes,
             starts: !starts.is_empty(),
@@ -760,9 +800,9 @@ impl CompiledPattern {
         Ok((compiled, Literals { sets: literals, starts }))
     }
 
-    /// The `Hits::seen` value once every literal set has occurred.
-    fn sets_mask(&self) -> u8 {
-        u8::try_from((1u16 << self.sets) - 1).unwrap_or(u8::MAX)
+    /// Whether the pattern has no literal and runs on every text.
+    fn unfiltered(&self) -> bool {
+        self.sets == 0
     }
 
     fn error(&self, rule: &CompiledRule, problem: PatternProblem) -> RuleError {
@@ -810,6 +850,9 @@ struct Scratch {
     touched: Vec<u32>,
     /// A bit per prefilter literal: whether it occurred yet.
     seen: Vec<u64>,
+    /// Each occurrence of a literal that is a start literal of some
+    /// pattern, with its offset, in the order of the pass.
+    start_hits: Vec<(usize, usize)>,
 }
 
 /// Most `Scratch`es an engine keeps (one per scan running at once).
@@ -839,16 +882,19 @@ impl Candidates {
 }
 
 /// What a hit of one prefilter literal does, split by how often it
-/// matters.
+/// matters. Only a pattern's best set and its start literals have
+/// entries: the other sets are checked after the pass, for the patterns
+/// whose best set occurred (`CompiledPattern::later_sets`).
 #[derive(Debug, Default)]
 struct LiteralHits {
-    /// Entries for which only the literal's first occurrence matters: a
-    /// required set other than a single-line pattern's best one.
+    /// The best set of patterns that can match across lines: only the
+    /// literal's first occurrence matters.
     once: Vec<LiteralHit>,
     /// The best set of single-line patterns: every occurrence adds its
     /// line.
     lines: Vec<LiteralHit>,
-    /// Start literals: every occurrence adds its offset.
+    /// Start literals: every occurrence adds its offset, for the
+    /// patterns searched anchored.
     starts: Vec<LiteralHit>,
 }
 
@@ -859,9 +905,9 @@ struct LiteralHit {
     /// The rule of the pattern, and the content kinds it applies to.
     rule: u32,
     targets: TargetSet,
-    /// The literal set (`START_SET` for a start literal).
-    set: u8,
-    single_line: bool,
+    /// For a start literal: [`LOWER_CASE`] and/or [`UPPER_CASE`], the
+    /// forms of its first byte a match can start with.
+    first_case: u8,
 }
 
 /// Where one candidate pattern has to be searched.
@@ -874,8 +920,8 @@ struct Hits {
     whole: bool,
     /// Else search these lines (ascending, distinct).
     lines: Vec<u32>,
-    /// Bit `i` set when a string of literal set `i` occurs.
-    seen: u8,
+    /// Whether a string of the pattern's best literal set occurs.
+    best: bool,
     /// Offsets where one of the pattern's start literals occurs.
     starts: Vec<usize>,
     /// Search anchored at each of `starts` instead of the whole text.
@@ -888,7 +934,7 @@ impl Hits {
         self.active = false;
         self.whole = false;
         self.lines.clear();
-        self.seen = 0;
+        self.best = false;
         self.starts.clear();
         self.anchored = false;
     }
@@ -949,15 +995,21 @@ impl Builder {
             let sets =
                 (0u8..).zip(literals).chain((!starts.is_empty()).then_some((START_SET, starts)));
             for (set, strings) in sets {
+                let mut later = Vec::new();
                 for literal in strings {
                     let next = self.literal_patterns.len();
                     let slot = *self.literal_ids.entry(literal).or_insert(next);
                     if slot == next {
                         self.literal_patterns.push(Vec::new());
                     }
-                    if let Some(list) = self.literal_patterns.get_mut(slot) {
+                    if set != 0 && set != START_SET {
+                        later.push(slot);
+                    } else if let Some(list) = self.literal_patterns.get_mut(slot) {
                         list.push((id, set));
                     }
+                }
+                if !later.is_empty() {
+                    compiled.later_sets.push(later);
                 }
             }
             self.patterns.push(compiled);
@@ -1008,25 +1060,34 @@ impl Builder {
             prefilter_bytes: prefilter.as_ref().map_or(0, Prefilter::memory_usage),
             ..self.report
         };
+        // (`strings` lists the literals by id, as `literal_patterns` does.)
         let literal_hits = self
             .literal_patterns
             .iter()
-            .map(|entries| {
+            .zip(&strings)
+            .map(|(entries, literal)| {
                 let mut hits = LiteralHits::default();
                 for &(pattern, set) in entries {
                     let Some(compiled) = self.patterns.get(pattern as usize) else { continue };
                     let Some(rule) = self.rules.get(compiled.rule as usize) else { continue };
-                    let single_line = compiled.single_line;
-                    let hit = LiteralHit {
+                    let mut hit = LiteralHit {
                         pattern,
                         rule: compiled.rule,
                         targets: rule.targets,
-                        set,
-                        single_line,
+                        first_case: 0,
                     };
                     match set {
-                        START_SET => hits.starts.push(hit),
-                        0 if single_line => hits.lines.push(hit),
+                        START_SET => {
+                            let first = literal.as_bytes().first().copied().unwrap_or(0);
+                            let can_start = |b: u8| compiled.first_bytes.contains(b);
+                            hit.first_case = u8::from(can_start(first)) * LOWER_CASE
+                                + u8::from(can_start(first.to_ascii_uppercase())) * UPPER_CASE;
+                            // A start no match can begin with needs no entry.
+                            if hit.first_case != 0 {
+                                hits.starts.push(hit);
+                            }
+                        }
+                        _ if compiled.single_line => hits.lines.push(hit),
                         _ => hits.once.push(hit),
                     }
                 }
