@@ -81,6 +81,10 @@ struct Run {
     /// no-chain request's of the
     /// same triple, in µs. NaN elsewhere.
     paired_us: f64,
+    /// Chain runs: the mean of this case's latencies between their 10th and
+    /// 90th percentiles, in ms (less swayed than the p50 by where the
+    /// median falls in a distribution with several modes). NaN elsewhere.
+    trimmed_ms: f64,
 }
 
 type Cell = (usize, Traffic); // (size index, traffic)
@@ -225,6 +229,7 @@ fn main() {
                             + latency.dropped,
                         audit_dropped: stack.envoy.stat(AUDIT_DROPPED) - dropped_before,
                         paired_us: f64::NAN,
+                        trimmed_ms: f64::NAN,
                     };
                     eprintln!(
                         "warrant-bench:   {:.0} req/s; at {rate}/s p50 {:.3} ms p99 {:.3} ms \
@@ -333,6 +338,13 @@ const CHAIN_ORDER: [ChainCase; 6] = [
     ChainCase::Cold,
 ];
 
+/// Connections of the chain runs: prime to the six of [`CHAIN_ORDER`], so
+/// that every connection (and so every worker it landed on) carries every
+/// case alike. With 8, the even connections carried only no-chain and cold
+/// requests and the odd ones only cached and cold ones, and the p50s of
+/// the two cases differed by which worker their connections had (±120 µs).
+const CHAIN_CONNECTIONS: usize = 7;
+
 /// The stacks the chain steps use: Warrant with audit async when
 /// available, else sync; and the baseline, if it runs.
 fn chain_stacks(stacks: &[BenchStack]) -> (&BenchStack, Option<&BenchStack>) {
@@ -402,7 +414,7 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
                 duration.as_secs()
             );
             let latency =
-                open_loop(stack.port(), &requests, CHAIN_RATE, duration, OPEN_LOOP_CONNECTIONS);
+                open_loop(stack.port(), &requests, CHAIN_RATE, duration, CHAIN_CONNECTIONS);
             // Failures are not attributed to a case: count them all on each.
             let failures = latency.non_200 + latency.errors + latency.dropped;
             let is_baseline = stack.setup == Setup::Baseline;
@@ -427,8 +439,16 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
                 paired.sort_unstable();
                 let paired_us =
                     paired.get(paired.len().saturating_sub(1) / 2).map_or(f64::NAN, |d| *d as f64);
+                let mut own: Vec<i64> = by_slot
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| which(*i))
+                    .filter_map(|(_, us)| *us)
+                    .collect();
+                own.sort_unstable();
                 let run = Run {
                     rps: 0.0,
+                    trimmed_ms: trimmed_mean(&own) / 1000.0,
                     p50_ms: latency.quantile_ms_of(0.50, which),
                     p99_ms: latency.quantile_ms_of(0.99, which),
                     samples: latency.count_of(which),
@@ -437,11 +457,12 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
                     paired_us,
                 };
                 eprintln!(
-                    "warrant-bench:   {}: p50 {:.3} ms p99 {:.3} ms ({} samples), paired \
-                     difference {:.0} µs; failures {}",
+                    "warrant-bench:   {}: p50 {:.3} ms p99 {:.3} ms trimmed mean {:.3} ms ({} \
+                     samples), paired difference {:.0} µs; failures {}",
                     case.name(),
                     run.p50_ms,
                     run.p99_ms,
+                    run.trimmed_ms,
                     run.samples,
                     run.paired_us,
                     run.failures
@@ -451,6 +472,17 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
         }
     }
     (stack.setup.name().to_string(), runs)
+}
+
+/// The mean of sorted values between their 10th and 90th percentiles; NaN
+/// for fewer than ten.
+fn trimmed_mean(sorted: &[i64]) -> f64 {
+    if sorted.len() < 10 {
+        return f64::NAN;
+    }
+    let cut = sorted.len() / 10;
+    let middle = &sorted[cut..sorted.len() - cut];
+    middle.iter().sum::<i64>() as f64 / middle.len() as f64
 }
 
 /// Chain runs by (through the baseline Envoy, case).
@@ -859,6 +891,32 @@ impl Report {
                 &format!("≤ {goal_us:.0} µs"),
                 verdict(spread(&with).1 <= goal_us && failures == 0),
             );
+            let trimmed = |baseline: bool| -> Vec<f64> {
+                let (Some(none), Some(with)) =
+                    (runs.get(&(baseline, ChainCase::None)), runs.get(&(baseline, case)))
+                else {
+                    return Vec::new();
+                };
+                with.iter().zip(none).map(|(w, n)| (w.trimmed_ms - n.trimmed_ms) * 1000.0).collect()
+            };
+            let (own, base) = (trimmed(false), trimmed(true));
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            self.figure(
+                format!(
+                    "{}: added trimmed-mean latency (10th to 90th percentile), minus the \
+                     no-chain requests' of the same run, {setup}; mean over the repetitions; \
+                     the same through the baseline Envoy",
+                    case.name()
+                ),
+                "1 KiB",
+                format!(
+                    "{} (mean {:.1} µs); baseline Envoy {} (mean {:.1} µs)",
+                    fmt_spread(spread(&own), " µs", 0),
+                    mean(&own),
+                    fmt_spread(spread(&base), " µs", 0),
+                    mean(&base)
+                ),
+            );
             let paired: Vec<f64> = runs
                 .get(&(false, case))
                 .map(|r| r.iter().map(|r| r.paired_us).collect())
@@ -1092,7 +1150,7 @@ impl Report {
         let _ = writeln!(
             out,
             "- Chain rows: per repetition one open-loop run of {} s at {CHAIN_RATE} req/s in \
-             total, request i being no chain / cached / cold in the order no chain, cached, cold, cached, no chain, cold (each of the first two follows a cold one equally often), so each case's p50 is \
+             total over {CHAIN_CONNECTIONS} connections, request i being no chain / cached / cold in the order no chain, cached, cold, cached, no chain, cold (each of the first two follows a cold one equally often), so each case's p50 is \
              compared with the no-chain p50 of the same run.",
             plan.latency.as_secs() * ChainCase::ALL.len() as u64
         );
