@@ -310,11 +310,10 @@ impl RootContext for WarrantRoot {
         );
         let capacity = policy.config.audit.buffer_records as usize;
         let outbox = RefCell::new(Outbox::new(OutboxConfig::with_capacity(capacity)));
-        let dropped_counter =
-            hostcalls::define_metric(MetricType::Counter, "warrant.audit.dropped").ok();
+        let counter = |name| hostcalls::define_metric(MetricType::Counter, name).ok();
+        let dropped_counter = counter("warrant.audit.dropped");
         let buffered_gauge =
             hostcalls::define_metric(MetricType::Gauge, "warrant.audit.buffered").ok();
-        let counter = |name| hostcalls::define_metric(MetricType::Counter, name).ok();
         let scan_counters = counter("warrant.scan.bytes").zip(counter("warrant.scan.nanoseconds"));
         if policy.config.audit.mode == AuditMode::Async {
             if let Err(status) = hostcalls::set_tick_period(TICK) {

@@ -371,6 +371,17 @@ impl OpenLoop {
     /// The `q`-quantile of the latencies of the requests whose index
     /// satisfies `which`, in milliseconds.
     pub fn quantile_ms_of(&self, q: f64, which: impl Fn(usize) -> bool) -> f64 {
+        quantile(&self.sorted_of(which), q) / 1000.0
+    }
+
+    /// The mean of the latencies of the requests whose index satisfies
+    /// `which`, between their 10th and 90th percentiles, in milliseconds.
+    pub fn trimmed_mean_ms_of(&self, which: impl Fn(usize) -> bool) -> f64 {
+        trimmed_mean(&self.sorted_of(which)) / 1000.0
+    }
+
+    /// The latencies of the requests whose index satisfies `which`, sorted.
+    fn sorted_of(&self, which: impl Fn(usize) -> bool) -> Vec<u64> {
         let mut sorted: Vec<u64> = self
             .latencies_us
             .iter()
@@ -379,7 +390,7 @@ impl OpenLoop {
             .map(|(l, _)| *l)
             .collect();
         sorted.sort_unstable();
-        quantile(&sorted, q) / 1000.0
+        sorted
     }
 
     /// How many answered requests satisfy `which`.
@@ -924,6 +935,17 @@ pub fn quantile(sorted: &[u64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1] as f64
 }
 
+/// The mean of sorted values between their 10th and 90th percentiles (a
+/// tenth cut from each end); NaN for fewer than ten.
+pub fn trimmed_mean(sorted: &[u64]) -> f64 {
+    if sorted.len() < 10 {
+        return f64::NAN;
+    }
+    let cut = sorted.len() / 10;
+    let middle = &sorted[cut..sorted.len() - cut];
+    middle.iter().sum::<u64>() as f64 / middle.len() as f64
+}
+
 /// (min, median, max) of some values; NaN for none.
 pub fn spread(values: &[f64]) -> (f64, f64, f64) {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
@@ -1158,6 +1180,9 @@ Found 2 outliers among 30 measurements (6.67%)\n";
         assert_eq!(spread(&[1.0, 2.0, 3.0, 4.0]).1, 2.5);
         assert_eq!(quantile(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.5), 5.0);
         assert_eq!(quantile(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.99), 10.0);
+        // 1 and 100 cut; the mean of 2..=9.
+        assert_eq!(trimmed_mean(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 100]), 5.5);
+        assert!(trimmed_mean(&[1, 2, 3]).is_nan());
     }
 
     #[test]

@@ -26,9 +26,9 @@
 //!    repetition, a `wrk` saturation run and then a fixed-rate open-loop run;
 //!    then (4b), on one Warrant stack, signed envelopes without a chain,
 //!    with a cached 3-hop chain and with a new 3-hop chain per request,
-//!    interleaved in one run per repetition; and (4c) envelope prose, MCP arguments
-//!    and mixed traffic of each size through that stack, with the rule
-//!    engine's throughput read from the filter's scan counters;
+//!    interleaved in one run per repetition; and (4c) envelope prose, MCP
+//!    arguments and mixed traffic of each size through that stack, with
+//!    the rule engine's throughput read from the filter's scan counters;
 //! 5. reads each VM's linear memory from `/proc/PID/smaps`;
 //! 6. prints the table (and writes it to `--out`).
 
@@ -78,8 +78,7 @@ struct Run {
     audit_dropped: u64,
     /// Chain runs: the median over the run's triples (requests 3t, 3t + 1,
     /// 3t + 2, see [`CHAIN_ORDER`]) of this case's latency minus the
-    /// no-chain request's of the
-    /// same triple, in µs. NaN elsewhere.
+    /// no-chain request's of the same triple, in µs. NaN elsewhere.
     paired_us: f64,
     /// Chain runs: the mean of this case's latencies between their 10th and
     /// 90th percentiles, in ms (less swayed than the p50 by where the
@@ -439,16 +438,9 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
                 paired.sort_unstable();
                 let paired_us =
                     paired.get(paired.len().saturating_sub(1) / 2).map_or(f64::NAN, |d| *d as f64);
-                let mut own: Vec<i64> = by_slot
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| which(*i))
-                    .filter_map(|(_, us)| *us)
-                    .collect();
-                own.sort_unstable();
                 let run = Run {
                     rps: 0.0,
-                    trimmed_ms: trimmed_mean(&own) / 1000.0,
+                    trimmed_ms: latency.trimmed_mean_ms_of(which),
                     p50_ms: latency.quantile_ms_of(0.50, which),
                     p99_ms: latency.quantile_ms_of(0.99, which),
                     samples: latency.count_of(which),
@@ -474,17 +466,6 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
     (stack.setup.name().to_string(), runs)
 }
 
-/// The mean of sorted values between their 10th and 90th percentiles; NaN
-/// for fewer than ten.
-fn trimmed_mean(sorted: &[i64]) -> f64 {
-    if sorted.len() < 10 {
-        return f64::NAN;
-    }
-    let cut = sorted.len() / 10;
-    let middle = &sorted[cut..sorted.len() - cut];
-    middle.iter().sum::<i64>() as f64 / middle.len() as f64
-}
-
 /// Chain runs by (through the baseline Envoy, case).
 type ChainRuns = BTreeMap<(bool, ChainCase), Vec<Run>>;
 
@@ -500,9 +481,9 @@ const SCAN_NANOS: &str = "wasmcustom.warrant.scan.nanoseconds";
 /// The rule engine's throughput inside Envoy's VMs: per repetition, for
 /// each body kind ([`SCAN_TRAFFIC`]) and size ([`SIZES`]), an open-loop
 /// run at the size's rate and a saturating one ([`ScanLoad`]), each of
-/// [`SCAN_RUN`], through the Warrant stack, and the filter's scan counters (the content it scanned and the time the rule
-/// engine took, by the host clock) read before and after: MB/s is the
-/// bytes over the nanoseconds. A busy worker scans with the caches Envoy's
+/// [`SCAN_RUN`], through the Warrant stack, and the filter's scan counters
+/// (the content it scanned and the time the rule engine took, by the host
+/// clock) read before and after: MB/s is the bytes over the nanoseconds. A busy worker scans with the caches Envoy's
 /// own work left, which a benchmark of the engine alone does not see.
 /// Mixed traffic at 1 MiB is 960 KiB of content, so that its envelope
 /// (JSON escapes included) stays under the filter's 1 MiB `max_body_bytes`.
