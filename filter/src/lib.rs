@@ -40,7 +40,9 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 use warrant_core::config::{AuditMode, IdentitySource, Policy};
 use warrant_core::decision::Decision;
 use warrant_core::outbox::{gap_record, Outbox, OutboxConfig, Settled};
-use warrant_core::pipeline::{evaluate, refuse_early, Env, Outcome, ScanCost, FACT_PREFIX};
+use warrant_core::pipeline::{
+    evaluate, refuse_early, ChainCheck, Env, Outcome, ScanCost, FACT_PREFIX,
+};
 use warrant_core::request::{HeaderNames, RequestHead};
 use warrant_delegation::ChainCache;
 use warrant_session::{OsRandom, SetError, SharedStore, StoreError};
@@ -91,6 +93,11 @@ struct Shared {
     /// content the rule engine scanned and the time it took, so bytes ÷
     /// nanoseconds is its throughput inside Envoy.
     scan_counters: Option<(u32, u32)>,
+    /// Counters `warrant.work.<chain>.requests` and
+    /// `warrant.work.<chain>.nanoseconds` per [`ChainCheck`], in
+    /// [`ChainCheck::ALL`] order: decided requests and the time the filter's
+    /// callbacks took on them, by what their delegation chain needed.
+    work_counters: Vec<Option<(u32, u32)>>,
 }
 
 impl Shared {
@@ -110,6 +117,21 @@ impl Shared {
             return;
         }
         for (id, value) in [(bytes, scan.bytes), (nanos, scan.nanos)] {
+            let value = i64::try_from(value).unwrap_or(i64::MAX);
+            if let Err(status) = hostcalls::increment_metric(id, value) {
+                debug!("increment_metric failed: {status:?}");
+            }
+        }
+    }
+
+    /// Adds a decided request's callback time to the work counters of its
+    /// chain check.
+    fn worked(&self, chain: ChainCheck, nanos: u64) {
+        let index = ChainCheck::ALL.iter().position(|c| *c == chain);
+        let Some(Some((requests, time))) = index.and_then(|i| self.work_counters.get(i)) else {
+            return;
+        };
+        for (id, value) in [(*requests, 1), (*time, nanos)] {
             let value = i64::try_from(value).unwrap_or(i64::MAX);
             if let Err(status) = hostcalls::increment_metric(id, value) {
                 debug!("increment_metric failed: {status:?}");
@@ -310,11 +332,18 @@ impl RootContext for WarrantRoot {
         );
         let capacity = policy.config.audit.buffer_records as usize;
         let outbox = RefCell::new(Outbox::new(OutboxConfig::with_capacity(capacity)));
-        let counter = |name| hostcalls::define_metric(MetricType::Counter, name).ok();
+        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
         let dropped_counter = counter("warrant.audit.dropped");
         let buffered_gauge =
             hostcalls::define_metric(MetricType::Gauge, "warrant.audit.buffered").ok();
         let scan_counters = counter("warrant.scan.bytes").zip(counter("warrant.scan.nanoseconds"));
+        let work_counters = ChainCheck::ALL
+            .iter()
+            .map(|chain| {
+                let name = |what| format!("warrant.work.{}.{what}", chain.label());
+                counter(&name("requests")).zip(counter(&name("nanoseconds")))
+            })
+            .collect();
         if policy.config.audit.mode == AuditMode::Async {
             if let Err(status) = hostcalls::set_tick_period(TICK) {
                 error!("warrant: cannot start the audit timer: {status:?}");
@@ -330,6 +359,7 @@ impl RootContext for WarrantRoot {
             dropped_counter,
             buffered_gauge,
             scan_counters,
+            work_counters,
         }));
         true
     }
@@ -346,6 +376,8 @@ impl RootContext for WarrantRoot {
             stage: Stage::ExpectHeaders,
             response_headers: Vec::new(),
             forwarded: false,
+            chain: None,
+            busy_nanos: 0,
         }))
     }
 
@@ -379,11 +411,25 @@ struct WarrantHttp {
     response_headers: Vec<(String, String)>,
     /// Whether the request was resumed towards the upstream.
     forwarded: bool,
+    /// Once decided: what the request's delegation chain needed.
+    chain: Option<ChainCheck>,
+    /// The time this request's callbacks took so far, by the host clock.
+    busy_nanos: u64,
 }
 
 impl WarrantHttp {
     fn policy(&self) -> &Policy {
         &self.shared.policy
+    }
+
+    /// Runs a callback's work and adds the time it took to the request's
+    /// (two clock reads per callback).
+    fn timed<R>(&mut self, work: impl FnOnce(&mut WarrantHttp) -> R) -> R {
+        let started = clock_nanos();
+        let result = work(self);
+        let took = clock_nanos().saturating_sub(started);
+        self.busy_nanos = self.busy_nanos.saturating_add(took);
+        result
     }
 
     /// Decides on the whole body and sends the record.
@@ -452,6 +498,7 @@ impl WarrantHttp {
     fn send_record(&mut self, mut outcome: Outcome) -> Action {
         stamp_latency(&mut outcome.record);
         self.shared.scanned(outcome.scan);
+        self.chain = Some(outcome.chain);
         debug!(
             "#{} decision {} ({}) for {:?} -> {:?}",
             self.context_id,
@@ -648,6 +695,7 @@ impl WarrantHttp {
         let mut outcome = self.refuse(&head, &message_id, decision, message);
         outcome.record.http_status = status;
         stamp_latency(&mut outcome.record);
+        self.chain = Some(outcome.chain);
         self.shared.count(outcome.decision, &[]);
         self.response_headers.clone_from(&outcome.response_headers);
         let audit = &self.policy().config.audit;
@@ -701,6 +749,38 @@ impl WarrantHttp {
 
 impl Context for WarrantHttp {
     fn on_grpc_call_response(&mut self, _token_id: u32, status_code: u32, _response_size: usize) {
+        self.timed(|this| this.audit_answered(status_code));
+    }
+}
+
+impl HttpContext for WarrantHttp {
+    fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        self.timed(|this| this.request_headers(num_headers, end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.timed(|this| this.request_body(body_size, end_of_stream))
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.timed(WarrantHttp::request_trailers)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.timed(WarrantHttp::response_head)
+    }
+
+    fn on_log(&mut self) {
+        if let Some(chain) = self.chain {
+            self.shared.worked(chain, self.busy_nanos);
+        }
+    }
+}
+
+/// The callbacks' work, each timed by [`WarrantHttp::timed`].
+impl WarrantHttp {
+    /// The sidecar's answer to this request's record.
+    fn audit_answered(&mut self, status_code: u32) {
         let stage = std::mem::replace(&mut self.stage, Stage::Done);
         if matches!(stage, Stage::ExpectResponseAck) {
             if status_code != 0 {
@@ -731,10 +811,8 @@ impl Context for WarrantHttp {
         );
         self.audit_failed(&outcome);
     }
-}
 
-impl HttpContext for WarrantHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+    fn request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let received = now_nanos();
         let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
             Ok(headers) => headers,
@@ -786,7 +864,7 @@ impl HttpContext for WarrantHttp {
         Action::Pause
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let limit = self.policy().config.max_body_bytes as usize;
         let Stage::ExpectBody { body_size: seen, .. } = &mut self.stage else {
             // Decided before the body ended (413, 415): keep holding it
@@ -817,7 +895,7 @@ impl HttpContext for WarrantHttp {
         self.decide_with_body(*head, message_id, body_size)
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn response_head(&mut self) -> Action {
         let action = if matches!(self.stage, Stage::ExpectBody { .. }) {
             self.record_envoy_answer()
         } else {
@@ -835,7 +913,7 @@ impl HttpContext for WarrantHttp {
         action
     }
 
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+    fn request_trailers(&mut self) -> Action {
         // With trailers, end_of_stream never arrives in the body callback:
         // the body is complete now.
         let Stage::ExpectBody { head, message_id, body_size } =

@@ -293,6 +293,54 @@ fn hostile_headers_get_clear_rejections_and_the_filter_keeps_serving() {
     assert_filter_healthy(&stack, &w);
 }
 
+/// The filter's time on each decided request goes to the work counters of
+/// what its chain needed: one request without a chain, one verification,
+/// then the VM's cache (one worker, so one VM), and a chain on an unsigned
+/// request that is refused before it is looked at.
+#[test]
+fn filter_time_is_counted_by_what_the_chain_needed() {
+    let w = World::new();
+    let stack = Stack::start(Options {
+        concurrency: 1,
+        patch: w.keys_patch(serde_json::json!({})),
+        ..Options::default()
+    });
+    let chain = one_hop(&w, "test-agent", &["target-agent"]);
+    assert_eq!(send(&stack, &w, None, "target-agent").status, 200);
+    for _ in 0..4 {
+        assert_eq!(send(&stack, &w, Some(&chain), "target-agent").status, 200);
+    }
+    let body = serde_json::json!({"from": "test-agent", "to": "target-agent", "content": "hi"});
+    let unsigned = stack.post_json("/v1/message", &[(HEADER, chain.as_str())], &body);
+    assert_eq!(decision(&unsigned), "signature_required");
+    let counts = |check: &str| {
+        let stat =
+            |what: &str| stack.envoy.stat(&format!("wasmcustom.warrant.work.{check}.{what}"));
+        (stat("requests"), stat("nanoseconds"))
+    };
+    let want = [("none", 1), ("verified", 1), ("cached", 3), ("unchecked", 1)];
+    // Counted when Envoy logs the stream, which can be after the client
+    // has its response.
+    warrant_e2e::wait::until(Duration::from_secs(10), "the work counters", || {
+        want.iter().all(|(check, n)| counts(check).0 == *n).then_some(())
+    });
+    for (check, _) in want {
+        assert!(counts(check).1 > 0, "no time counted for {check}");
+    }
+    // The labels Envoy's stats_tags give them.
+    let metrics = ureq::get(&format!("http://{}/stats/prometheus", stack.envoy.admin))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    for series in [
+        r#"warrant_work_requests{chain="cached"} 3"#,
+        r#"warrant_work_requests{chain="verified"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == series), "no {series} in {metrics}");
+    }
+}
+
 /// envoy/examples/rbac-on-delegation.yaml, put into envoy.yaml the way its
 /// comments say: the RBAC filter before the router, the access log on the
 /// HTTP connection manager (to `log`).

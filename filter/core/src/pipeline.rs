@@ -75,6 +75,60 @@ pub struct Outcome {
     /// What step 8 scanned and how long it took; zero when the request was
     /// refused before the scan.
     pub scan: ScanCost,
+    /// What the request's delegation chain needed of step 5.
+    pub chain: ChainCheck,
+}
+
+/// What a request's delegation chain needed: the filter counts its time on
+/// each request by this, so Envoy's stats tell what a cached chain and a
+/// verification cost against a request without a chain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ChainCheck {
+    /// No chain header.
+    #[default]
+    None,
+    /// A chain header on a request refused before step 5 looked at it
+    /// (its body unreadable, its sender not authenticated, ...).
+    Unchecked,
+    /// Answered by the VM's cache of verified chains.
+    Cached,
+    /// Parsed and its signatures checked (not in the cache), whether or
+    /// not it verified.
+    Verified,
+}
+
+impl ChainCheck {
+    /// Every value, in a fixed order.
+    pub const ALL: [ChainCheck; 4] =
+        [ChainCheck::None, ChainCheck::Unchecked, ChainCheck::Cached, ChainCheck::Verified];
+
+    /// The value's name in metric names and labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            ChainCheck::None => "none",
+            ChainCheck::Unchecked => "unchecked",
+            ChainCheck::Cached => "cached",
+            ChainCheck::Verified => "verified",
+        }
+    }
+
+    /// What a request with `head` needed, from the chain cache's counters
+    /// before and after its evaluation.
+    fn of(
+        head: &RequestHead,
+        before: warrant_delegation::CacheStats,
+        after: warrant_delegation::CacheStats,
+    ) -> ChainCheck {
+        if head.delegation_header.is_none() {
+            ChainCheck::None
+        } else if after.hits > before.hits {
+            ChainCheck::Cached
+        } else if after.misses > before.misses {
+            ChainCheck::Verified
+        } else {
+            ChainCheck::Unchecked
+        }
+    }
 }
 
 /// The content a request's scan read and the time it took, by
@@ -104,6 +158,21 @@ impl Outcome {
 
 /// Decides on a request whose whole body has arrived.
 pub fn evaluate(
+    policy: &Policy,
+    env: &mut Env<'_>,
+    head: &RequestHead,
+    body: &[u8],
+    message_id: &str,
+    now_unix_nanos: i64,
+) -> Outcome {
+    let before = env.chains.stats();
+    let mut outcome = decide(policy, env, head, body, message_id, now_unix_nanos);
+    outcome.chain = ChainCheck::of(head, before, env.chains.stats());
+    outcome
+}
+
+/// The steps of [`evaluate`].
+fn decide(
     policy: &Policy,
     env: &mut Env<'_>,
     head: &RequestHead,
@@ -303,7 +372,11 @@ pub fn refuse_early(
     let mut record = base_record(policy, head, message_id);
     record.to = recipient(policy, head, None);
     let session = session(policy, env, head, None, head.received_at_unix_nanos, &mut record);
-    finish(policy, record, session, decision, message, Vec::new())
+    let mut outcome = finish(policy, record, session, decision, message, Vec::new());
+    if head.delegation_header.is_some() {
+        outcome.chain = ChainCheck::Unchecked;
+    }
+    outcome
 }
 
 /// The session of a request: a well-formed explicit header verbatim; else
@@ -402,8 +475,18 @@ fn finish(
         facts.push(("session", session.clone()));
     }
     record.session_id = session;
-    let scan = ScanCost::default();
-    Outcome { decision, message, findings, forward_headers, response_headers, record, facts, scan }
+    let (scan, chain) = (ScanCost::default(), ChainCheck::None);
+    Outcome {
+        decision,
+        message,
+        findings,
+        forward_headers,
+        response_headers,
+        record,
+        facts,
+        scan,
+        chain,
+    }
 }
 
 fn recipient(policy: &Policy, head: &RequestHead, envelope_to: Option<&str>) -> String {
@@ -646,6 +729,52 @@ mod tests {
         assert_eq!(r.delegation_depth, 1);
         assert_eq!(r.delegation_path, vec!["human".to_string(), "alice".to_string()]);
         assert_eq!(r.delegation_chain_hash.len(), 64);
+    }
+
+    #[test]
+    fn chain_check_says_what_the_chain_needed() {
+        let p = delegating_policy("");
+        let store = MemoryStore::new();
+        let mut random = SeededRandom::new(7);
+        let mut chains = ChainCache::new(16);
+        let mut env =
+            Env { store: &store, random: &mut random, chains: &mut chains, clock: test_clock };
+        let at = NOW * 1_000_000_000;
+        // A new envelope each time: a signed one is accepted once.
+        let mut n = 0;
+        let mut check = |head: &RequestHead, body: Option<&[u8]>| {
+            n += 1;
+            let signed = envelope(&format!("hi {n}"), &alice(), "alice");
+            let body = body.unwrap_or(&signed);
+            let out = evaluate(&p, &mut env, head, body, "m-1", at);
+            (out.decision, out.chain)
+        };
+        let chain = with_chain(&chain_to("alice", "bob", &[]));
+        assert_eq!(check(&json_head(), None), (Decision::Allow, ChainCheck::None));
+        assert_eq!(check(&chain, None), (Decision::Allow, ChainCheck::Verified));
+        assert_eq!(check(&chain, None), (Decision::Allow, ChainCheck::Cached));
+        // A chain that does not verify is checked all the same.
+        let garbage = with_chain("not base64!");
+        assert_eq!(check(&garbage, None), (Decision::DelegationInvalid, ChainCheck::Verified));
+        // Refused before step 5: the chain was not looked at.
+        let unsigned = br#"{"from":"alice","to":"bob","content":"hi"}"#;
+        assert_eq!(
+            check(&chain, Some(unsigned)),
+            (Decision::SignatureRequired, ChainCheck::Unchecked)
+        );
+        assert_eq!(
+            check(&chain, Some(b"{not json")),
+            (Decision::InvalidRequest, ChainCheck::Unchecked)
+        );
+        let early = |head: &RequestHead| {
+            let mut chains = ChainCache::new(0);
+            let mut random = SeededRandom::new(8);
+            let mut env =
+                Env { store: &store, random: &mut random, chains: &mut chains, clock: test_clock };
+            refuse_early(&p, &mut env, head, "m-2", Decision::PayloadTooLarge, "big".into()).chain
+        };
+        assert_eq!(early(&chain), ChainCheck::Unchecked);
+        assert_eq!(early(&json_head()), ChainCheck::None);
     }
 
     #[test]

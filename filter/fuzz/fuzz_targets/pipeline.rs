@@ -17,7 +17,9 @@
 //!   verdict header exactly when flagged;
 //! - the local reply is JSON naming the same decision and message id;
 //! - the scan's time is the clock between two readings or nothing (the
-//!   clock steps 1,000 ns per reading).
+//!   clock steps 1,000 ns per reading);
+//! - the chain check is `None` exactly without a chain header, and a
+//!   forwarded chain was verified now (the cache is fresh per input).
 
 #![no_main]
 
@@ -28,7 +30,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use warrant_core::config::Policy;
 use warrant_core::decision::Decision;
-use warrant_core::pipeline::{evaluate, Env, VERDICT_HEADER};
+use warrant_core::pipeline::{evaluate, ChainCheck, Env, VERDICT_HEADER};
 use warrant_delegation::ChainCache;
 use warrant_fuzz::{parse_request, pipeline_config, NOW_SECS};
 use warrant_session::{MemoryStore, SeededRandom};
@@ -57,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
     let mut env = Env { store: &store, random: &mut random, chains: &mut chains, clock };
     let outcome = evaluate(policy, &mut env, &head, body, MESSAGE_ID, NOW_SECS * 1_000_000_000);
     assert!(matches!(outcome.scan.nanos, 0 | 1000), "{:?}", outcome.scan);
+    assert_eq!(outcome.chain == ChainCheck::None, head.delegation_header.is_none());
 
     let decision = outcome.decision;
     let record = &outcome.record;
@@ -76,6 +79,7 @@ fuzz_target!(|data: &[u8]| {
         assert_ne!(record.identity_source, "none");
         if head.delegation_header.is_some() {
             assert_eq!(record.delegation_chain_hash.len(), 64, "forwarded an unverified chain");
+            assert_eq!(outcome.chain, ChainCheck::Verified);
         }
     }
     let flagged = outcome.forward_headers.iter().any(|(name, _)| name == VERDICT_HEADER);

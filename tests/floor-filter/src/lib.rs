@@ -15,7 +15,10 @@
 //!   eight properties (decision, sender, session and five `delegation_*`
 //!   facts), the session header on the request, the clock again (the
 //!   record's latency) and the gauge of buffered records;
-//! - response headers: the session header.
+//! - response headers: the session header;
+//! - each of those callbacks: the clock on entry and on return (the
+//!   request's filter time);
+//! - the stream's log: two counters (the work counters of its chain check).
 //!
 //! Host-call failures are ignored: this is a measuring instrument, and
 //! every call it makes succeeds in an HTTP context in Envoy.
@@ -52,6 +55,8 @@ struct FloorRoot {
     buffered: u32,
     scan_bytes: u32,
     scan_nanos: u32,
+    work_requests: u32,
+    work_nanos: u32,
 }
 
 impl Context for FloorRoot {}
@@ -65,6 +70,8 @@ impl RootContext for FloorRoot {
         let counter = |name| hostcalls::define_metric(MetricType::Counter, name).unwrap_or(0);
         self.scan_bytes = counter("warrant_floor.scan.bytes");
         self.scan_nanos = counter("warrant_floor.scan.nanoseconds");
+        self.work_requests = counter("warrant_floor.work.cached.requests");
+        self.work_nanos = counter("warrant_floor.work.cached.nanoseconds");
         // The bucket exists before the first request, as Warrant's do.
         let _ = hostcalls::set_shared_data(BUCKET, Some(b"{}"), None);
         true
@@ -88,6 +95,40 @@ impl Context for FloorHttp {}
 
 impl HttpContext for FloorHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        timed(|| self.request_headers(end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        timed(|| self.request_body(body_size, end_of_stream))
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        timed(|| {
+            let _ = hostcalls::set_map_value(
+                MapType::HttpResponseHeaders,
+                "x-oktsec-session",
+                Some(SESSION),
+            );
+            Action::Continue
+        })
+    }
+
+    fn on_log(&mut self) {
+        let _ = hostcalls::increment_metric(self.root.work_requests, 1);
+        let _ = hostcalls::increment_metric(self.root.work_nanos, 1);
+    }
+}
+
+/// A callback's work between two clock reads, as Warrant times each one.
+fn timed(work: impl FnOnce() -> Action) -> Action {
+    let _ = hostcalls::get_current_time();
+    let action = work();
+    let _ = hostcalls::get_current_time();
+    action
+}
+
+impl FloorHttp {
+    fn request_headers(&self, end_of_stream: bool) -> Action {
         let _ = hostcalls::get_map(MapType::HttpRequestHeaders);
         let _ = hostcalls::get_current_time();
         let mut id = [0u8; 16];
@@ -99,7 +140,7 @@ impl HttpContext for FloorHttp {
         Action::Pause
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn request_body(&self, body_size: usize, end_of_stream: bool) -> Action {
         if !end_of_stream {
             return Action::Pause;
         }
@@ -107,17 +148,6 @@ impl HttpContext for FloorHttp {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let _ = hostcalls::set_map_value(
-            MapType::HttpResponseHeaders,
-            "x-oktsec-session",
-            Some(SESSION),
-        );
-        Action::Continue
-    }
-}
-
-impl FloorHttp {
     fn decide(&self, body_size: usize) {
         if body_size > 0 {
             let _ = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size);

@@ -84,6 +84,11 @@ struct Run {
     /// 90th percentiles, in ms (less swayed than the p50 by where the
     /// median falls in a distribution with several modes). NaN elsewhere.
     trimmed_ms: f64,
+    /// Chain runs through Warrant: the filter's own time per request of
+    /// this case, in µs, from its work counters (the time of its callbacks
+    /// by the host clock, summed per chain check; see [`work_counters`]).
+    /// NaN elsewhere.
+    work_us: f64,
 }
 
 type Cell = (usize, Traffic); // (size index, traffic)
@@ -228,6 +233,7 @@ fn main() {
                             + latency.dropped,
                         audit_dropped: stack.envoy.stat(AUDIT_DROPPED) - dropped_before,
                         paired_us: f64::NAN,
+                        work_us: f64::NAN,
                         trimmed_ms: f64::NAN,
                     };
                     eprintln!(
@@ -309,6 +315,16 @@ enum ChainCase {
 impl ChainCase {
     const ALL: [ChainCase; 3] = [ChainCase::None, ChainCase::Cached, ChainCase::Cold];
 
+    /// The filter's chain check for this case's requests: the label of
+    /// its work counters.
+    fn chain_check(self) -> &'static str {
+        match self {
+            ChainCase::None => "none",
+            ChainCase::Cached => "cached",
+            ChainCase::Cold => "verified",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             ChainCase::None => "no chain",
@@ -316,6 +332,13 @@ impl ChainCase {
             ChainCase::Cold => "cold 3-hop chain (new on every request)",
         }
     }
+}
+
+/// The filter's work counters of `case` (`warrant.work.<check>.requests`
+/// and `.nanoseconds`): decided requests and their callbacks' time.
+fn work_counters(stack: &BenchStack, case: ChainCase) -> (u64, u64) {
+    let name = |what| format!("wasmcustom.warrant.work.{}.{what}", case.chain_check());
+    (stack.envoy.stat(&name("requests")), stack.envoy.stat(&name("nanoseconds")))
 }
 
 /// The fixed request rate of the chain runs, all cases together.
@@ -412,18 +435,44 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
                 slots,
                 duration.as_secs()
             );
+            let is_baseline = stack.setup == Setup::Baseline;
+            let work_before: Vec<(u64, u64)> = if is_baseline {
+                Vec::new()
+            } else {
+                ChainCase::ALL.iter().map(|c| work_counters(stack, *c)).collect()
+            };
             let latency =
                 open_loop(stack.port(), &requests, CHAIN_RATE, duration, CHAIN_CONNECTIONS);
             // Failures are not attributed to a case: count them all on each.
             let failures = latency.non_200 + latency.errors + latency.dropped;
-            let is_baseline = stack.setup == Setup::Baseline;
             // Request i of the run is slot i (the list is as long as the run).
             let mut by_slot: Vec<Option<i64>> = vec![None; slots];
             for (us, i) in latency.latencies_us.iter().zip(&latency.requests) {
                 by_slot[*i] = i64::try_from(*us).ok();
             }
-            for case in ChainCase::ALL {
+            // The work counters move when Envoy logs a stream, which can be
+            // after its response: wait until every answered request is
+            // counted. (A cached chain's first request on a worker the
+            // probe did not reach counts as verified: one per worker.)
+            let work_after: Vec<(u64, u64)> = if is_baseline {
+                Vec::new()
+            } else {
+                let answered = latency.latencies_us.len() as u64;
+                warrant_e2e::wait::until(Duration::from_secs(10), "the run's work counters", || {
+                    let now: Vec<(u64, u64)> =
+                        ChainCase::ALL.iter().map(|c| work_counters(stack, *c)).collect();
+                    let counted: u64 = now.iter().zip(&work_before).map(|(n, b)| n.0 - b.0).sum();
+                    (counted >= answered).then_some(now)
+                })
+            };
+            for (c, case) in ChainCase::ALL.into_iter().enumerate() {
                 let which = |i: usize| CHAIN_ORDER[i % CHAIN_ORDER.len()] == case;
+                let work_us = match (work_before.get(c), work_after.get(c)) {
+                    (Some((r0, n0)), Some((r1, n1))) if r1 > r0 => {
+                        (n1 - n0) as f64 / (r1 - r0) as f64 / 1000.0
+                    }
+                    _ => f64::NAN,
+                };
                 // Within each triple: this case's latency minus the
                 // no-chain request's.
                 let mut paired: Vec<i64> = by_slot
@@ -447,16 +496,18 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
                     failures,
                     audit_dropped: 0,
                     paired_us,
+                    work_us,
                 };
                 eprintln!(
                     "warrant-bench:   {}: p50 {:.3} ms p99 {:.3} ms trimmed mean {:.3} ms ({} \
-                     samples), paired difference {:.0} µs; failures {}",
+                     samples), paired difference {:.0} µs, filter time {:.1} µs; failures {}",
                     case.name(),
                     run.p50_ms,
                     run.p99_ms,
                     run.trimmed_ms,
                     run.samples,
                     run.paired_us,
+                    run.work_us,
                     run.failures
                 );
                 runs.entry((is_baseline, case)).or_default().push(run);
@@ -847,6 +898,45 @@ impl Report {
                 fmt_spread(spread(&p99), " ms", 3)
             ),
         );
+        // The filter's own time per request, from its work counters.
+        let work = |case: ChainCase| -> Vec<f64> {
+            let runs = runs.get(&(false, case)).map(Vec::as_slice).unwrap_or_default();
+            runs.iter().map(|r| r.work_us).filter(|w| !w.is_nan()).collect()
+        };
+        let none_work = work(ChainCase::None);
+        if !none_work.is_empty() {
+            self.figure(
+                format!(
+                    "the filter's own time per request (its `warrant.work` counters: the time of \
+                     its callbacks by the host clock, per request), no chain, {setup}"
+                ),
+                "1 KiB",
+                fmt_spread(spread(&none_work), " µs", 1),
+            );
+        }
+        for (case, goal_us) in [(ChainCase::Cached, 10.0), (ChainCase::Cold, 600.0)] {
+            let with = work(case);
+            if with.is_empty() || with.len() != none_work.len() {
+                continue;
+            }
+            let added: Vec<f64> = with.iter().zip(&none_work).map(|(w, n)| w - n).collect();
+            let ratio: Vec<f64> = with.iter().zip(&none_work).map(|(w, n)| w / n).collect();
+            self.row(
+                format!(
+                    "{}: added filter time per request, its work counters minus the no-chain \
+                     requests' of the same interleaved run (ratio), {setup}",
+                    case.name()
+                ),
+                "1 KiB",
+                format!(
+                    "{} ({})",
+                    fmt_spread(spread(&added), " µs", 1),
+                    fmt_spread(spread(&ratio), "×", 2)
+                ),
+                &format!("≤ {goal_us:.0} µs"),
+                verdict(spread(&added).1 <= goal_us),
+            );
+        }
         // Added p50 in µs per repetition, and the ratio of p50s.
         let added = |baseline: bool, case: ChainCase| -> Option<(Vec<f64>, Vec<f64>, u64)> {
             let none = runs.get(&(baseline, ChainCase::None))?;
