@@ -479,19 +479,40 @@ pub fn wrk(
     duration: Duration,
     connections: u32,
 ) -> Result<Saturation, String> {
+    wrk_cycling(port, &[request_file], dir, duration, connections)
+}
+
+/// [`wrk`] sending the raw requests of `request_files` in turn: request `i`
+/// of the run (over all connections) is file `i mod n`.
+pub fn wrk_cycling(
+    port: u16,
+    request_files: &[&Path],
+    dir: &Path,
+    duration: Duration,
+    connections: u32,
+) -> Result<Saturation, String> {
     let script = dir.join("bench.lua");
+    let paths: Vec<String> =
+        request_files.iter().map(|f| format!("{:?}", f.display().to_string())).collect();
     let lua = format!(
-        r#"local f = assert(io.open({path:?}, "rb"))
-local req = f:read("*a")
-f:close()
-request = function() return req end
+        r#"local reqs = {{}}
+for i, path in ipairs({{{paths}}}) do
+  local f = assert(io.open(path, "rb"))
+  reqs[i] = f:read("*a")
+  f:close()
+end
+local n = 0
+request = function()
+  n = n + 1
+  return reqs[(n - 1) % #reqs + 1]
+end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("WRK_RESULT %d %d %d %d\n", summary.requests, summary.duration,
     e.status, e.connect + e.read + e.write + e.timeout))
 end
 "#,
-        path = request_file.display().to_string()
+        paths = paths.join(", ")
     );
     std::fs::write(&script, lua).map_err(|e| format!("write {}: {e}", script.display()))?;
     let secs = duration.as_secs().max(1);

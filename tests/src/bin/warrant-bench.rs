@@ -26,7 +26,10 @@
 //!    repetition, a `wrk` saturation run and then a fixed-rate open-loop run;
 //!    then (4b), on one Warrant stack, signed envelopes without a chain,
 //!    with a cached 3-hop chain and with a new 3-hop chain per request,
-//!    interleaved in one run per repetition; and (4c) envelope prose, MCP
+//!    interleaved in one run per repetition (latency, and the filter's own
+//!    time per request from its `warrant.work` counters), then the no-chain
+//!    and cached requests in turn, once as an open loop and once saturated
+//!    (the filter's time); and (4c) envelope prose, MCP
 //!    arguments and mixed traffic of each size through that stack, with
 //!    the rule engine's throughput read from the filter's scan counters;
 //! 5. reads each VM's linear memory from `/proc/PID/smaps`;
@@ -255,9 +258,13 @@ fn main() {
     // 4b. What a delegation chain adds, on the same Warrant Envoy.
     let chains = args.only != Some(Only::Scans);
     let chain_runs = if chains {
-        chain_cost(&stacks, &cast, &plan)
+        chain_cost(&stacks, &cast, &plan, &dir)
     } else {
-        (chain_stacks(&stacks).0.setup.name().to_string(), ChainRuns::new())
+        ChainResults {
+            setup: chain_stacks(&stacks).0.setup.name().to_string(),
+            runs: ChainRuns::new(),
+            pairs: BTreeMap::new(),
+        }
     };
 
     // 4c. The rule engine's throughput inside Envoy.
@@ -289,7 +296,7 @@ fn main() {
         report.memory(&memory, args.concurrency);
     }
     report.chains(&chain_runs);
-    report.scans(&chain_runs.0, &scans);
+    report.scans(&chain_runs.setup, &scans);
     report.components(&args.criterion, modes.async_mode);
     let text = report.render(&args, &plan, started.elapsed());
     println!("{text}");
@@ -389,10 +396,11 @@ fn chain_stacks(stacks: &[BenchStack]) -> (&BenchStack, Option<&BenchStack>) {
 /// go through the baseline Envoy (no filter), which tells what the bigger
 /// header costs Envoy and the upstream whatever the filter does. Returns the
 /// Warrant stack's name and the runs by (stack is the baseline, case).
-fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, ChainRuns) {
+fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan, dir: &Path) -> ChainResults {
     let (stack, baseline) = chain_stacks(stacks);
     let cases = ChainCase::ALL.len();
     let mut runs = ChainRuns::new();
+    let mut pairs: BTreeMap<ScanLoad, Vec<PairWork>> = BTreeMap::new();
     let duration = plan.latency * cases as u32;
     let slots = (CHAIN_RATE * duration.as_secs_f64()).round() as usize;
     for rep in 0..plan.reps {
@@ -513,12 +521,95 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan) -> (String, Chain
                 runs.entry((is_baseline, case)).or_default().push(run);
             }
         }
+        for load in [ScanLoad::OpenLoop, ScanLoad::Saturation] {
+            let work = chain_pair(stack, [&none, &cached], dir, plan, load);
+            eprintln!(
+                "warrant-bench: chains rep {} no chain and cached in turn, {load:?}: filter time \
+                 {:.1} µs no chain, {:.1} µs cached, at {:.0} req/s",
+                rep + 1,
+                work.none_us,
+                work.cached_us,
+                work.rps
+            );
+            pairs.entry(load).or_default().push(work);
+        }
     }
-    (stack.setup.name().to_string(), runs)
+    ChainResults { setup: stack.setup.name().to_string(), runs, pairs }
+}
+
+/// What [`chain_cost`] measured.
+struct ChainResults {
+    /// The Warrant stack's name.
+    setup: String,
+    runs: ChainRuns,
+    /// The runs of [`chain_pair`] by load, a run per repetition.
+    pairs: BTreeMap<ScanLoad, Vec<PairWork>>,
 }
 
 /// Chain runs by (through the baseline Envoy, case).
 type ChainRuns = BTreeMap<(bool, ChainCase), Vec<Run>>;
+
+/// One run of [`chain_pair`]: the filter's time per request of each case,
+/// in µs, and the run's rate.
+#[derive(Debug, Clone, Copy)]
+struct PairWork {
+    none_us: f64,
+    cached_us: f64,
+    rps: f64,
+}
+
+/// The no-chain and the cached request in turn through `stack`, without
+/// the cold requests of the interleaved runs (whose verifications evict
+/// what the next request on their worker needs, unevenly between the cases
+/// as connections fall on workers): the filter's time per request of each,
+/// from its work counters. As an open loop at [`CHAIN_RATE`] over
+/// [`CHAIN_CONNECTIONS`] for twice the latency length (workers that wait
+/// between requests), or saturated by `wrk` with [`WRK_CONNECTIONS`] for the
+/// saturation length (workers that go from one request to the next).
+fn chain_pair(
+    stack: &BenchStack,
+    [none, cached]: [&Arc<Vec<u8>>; 2],
+    dir: &Path,
+    plan: &Plan,
+    load: ScanLoad,
+) -> PairWork {
+    let cases = [ChainCase::None, ChainCase::Cached, ChainCase::Cold];
+    let before = cases.map(|c| work_counters(stack, c));
+    let (requests, rps, failures) = match load {
+        ScanLoad::OpenLoop => {
+            let requests = [Arc::clone(none), Arc::clone(cached)];
+            let duration = plan.latency * 2;
+            let run = open_loop(stack.port(), &requests, CHAIN_RATE, duration, CHAIN_CONNECTIONS);
+            let answered = run.latencies_us.len() as u64;
+            (answered, CHAIN_RATE, run.non_200 + run.errors + run.dropped)
+        }
+        ScanLoad::Saturation => {
+            let files = [(none, "none"), (cached, "cached")].map(|(request, name)| {
+                let file = dir.join(format!("chain-{name}.bin"));
+                std::fs::write(&file, request.as_slice()).expect("write request");
+                file
+            });
+            let files = [files[0].as_path(), files[1].as_path()];
+            let run =
+                bench::wrk_cycling(stack.port(), &files, dir, plan.saturation, WRK_CONNECTIONS)
+                    .unwrap_or_else(|e| panic!("wrk: {e}"));
+            (run.requests, run.rps, run.non_2xx + run.errors)
+        }
+    };
+    assert_eq!(failures, 0, "chain run through {} ({load:?})", stack.setup.name());
+    // Counted when Envoy logs each stream: wait for all of them. (A cached
+    // chain's first request on a worker counts as verified.)
+    let after = warrant_e2e::wait::until(Duration::from_secs(10), "the work counters", || {
+        let now = cases.map(|c| work_counters(stack, c));
+        let counted: u64 = now.iter().zip(&before).map(|(n, b)| n.0 - b.0).sum();
+        (counted >= requests).then_some(now)
+    });
+    let us = |i: usize| {
+        let requests = after[i].0 - before[i].0;
+        (after[i].1 - before[i].1) as f64 / requests.max(1) as f64 / 1000.0
+    };
+    PairWork { none_us: us(0), cached_us: us(1), rps }
+}
 
 /// The body kinds of [`scan_in_envoy`].
 const SCAN_TRAFFIC: [Traffic; 3] =
@@ -570,7 +661,7 @@ fn scan_in_envoy(stacks: &[BenchStack], cast: &Cast, plan: &Plan, dir: &Path) ->
     runs
 }
 
-/// How [`scan_in_envoy`] loads the stack.
+/// How [`scan_in_envoy`] and [`chain_pair`] load the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum ScanLoad {
     /// Open loop at the size's rate of [`SIZES`]: a worker that waits
@@ -771,6 +862,20 @@ fn verdict(ok: bool) -> String {
     if ok { "met" } else { "**missed**" }.into()
 }
 
+/// The verdict on an added cost in µs, one value per repetition, against
+/// `goal_us`: its median against the goal, unless the repetitions spread
+/// over more than the goal itself, a measurement too coarse to tell.
+fn cost_verdict(values: &[f64], goal_us: f64, ok: bool) -> String {
+    let (min, median, max) = spread(values);
+    if max - min > goal_us {
+        return format!(
+            "not resolved: the repetitions spread over {:.0} µs, more than the goal",
+            max - min
+        );
+    }
+    verdict(median <= goal_us && ok)
+}
+
 impl Report {
     fn row(&mut self, measure: String, body: &str, value: String, goal: &str, result: String) {
         self.rows.push([measure, body.into(), value, goal.into(), result]);
@@ -882,7 +987,8 @@ impl Report {
         let _ = plan;
     }
 
-    fn chains(&mut self, (setup, runs): &(String, ChainRuns)) {
+    fn chains(&mut self, results: &ChainResults) {
+        let (setup, runs) = (&results.setup, &results.runs);
         let Some(none) = runs.get(&(false, ChainCase::None)) else { return };
         let p50: Vec<f64> = none.iter().map(|r| r.p50_ms).collect();
         let p99: Vec<f64> = none.iter().map(|r| r.p99_ms).collect();
@@ -934,7 +1040,39 @@ impl Report {
                     fmt_spread(spread(&ratio), "×", 2)
                 ),
                 &format!("≤ {goal_us:.0} µs"),
-                verdict(spread(&added).1 <= goal_us),
+                cost_verdict(&added, goal_us, true),
+            );
+        }
+        for (load, pairs) in &results.pairs {
+            let added: Vec<f64> = pairs.iter().map(|w| w.cached_us - w.none_us).collect();
+            let ratio: Vec<f64> = pairs.iter().map(|w| w.cached_us / w.none_us).collect();
+            let none: Vec<f64> = pairs.iter().map(|w| w.none_us).collect();
+            let how = match load {
+                ScanLoad::OpenLoop => {
+                    format!("open loop at {CHAIN_RATE} req/s over {CHAIN_CONNECTIONS} connections")
+                }
+                ScanLoad::Saturation => {
+                    let rps: Vec<f64> = pairs.iter().map(|w| w.rps).collect();
+                    let rps = fmt_spread(spread(&rps), " req/s", 0);
+                    format!("saturated by `wrk -c{WRK_CONNECTIONS}` ({rps})")
+                }
+            };
+            self.row(
+                format!(
+                    "cached 3-hop chain: added filter time per request, no-chain and cached \
+                     requests in turn ({how}), the work counters' time per request minus the \
+                     no-chain requests' of the same run (ratio; the no-chain requests' own \
+                     {}), {setup}",
+                    fmt_spread(spread(&none), " µs", 1)
+                ),
+                "1 KiB",
+                format!(
+                    "{} ({})",
+                    fmt_spread(spread(&added), " µs", 1),
+                    fmt_spread(spread(&ratio), "×", 2)
+                ),
+                "≤ 10 µs",
+                cost_verdict(&added, 10.0, true),
             );
         }
         // Added p50 in µs per repetition, and the ratio of p50s.
@@ -960,7 +1098,7 @@ impl Report {
                     fmt_spread(spread(&ratio), "×", 3)
                 ),
                 &format!("≤ {goal_us:.0} µs"),
-                verdict(spread(&with).1 <= goal_us && failures == 0),
+                cost_verdict(&with, goal_us, failures == 0),
             );
             let trimmed = |baseline: bool| -> Vec<f64> {
                 let (Some(none), Some(with)) =
@@ -1248,5 +1386,19 @@ fn latency_goal(size_index: usize, setup: Setup, added_p99: f64) -> (&'static st
         (0, Setup::Async) => ("p99 ≤ +0.5 ms", Some(added_p99 <= 0.5)),
         (0, Setup::Sync | Setup::SyncNormal) => ("p99 ≤ +2 ms", Some(added_p99 <= 2.0)),
         _ => ("", None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cost_verdict;
+
+    #[test]
+    fn a_cost_is_judged_only_when_its_repetitions_agree_within_the_goal() {
+        assert_eq!(cost_verdict(&[7.4, 7.5, 9.4], 10.0, true), "met");
+        assert_eq!(cost_verdict(&[11.0, 12.0, 13.0], 10.0, true), "**missed**");
+        assert_eq!(cost_verdict(&[7.4, 7.5, 9.4], 10.0, false), "**missed**");
+        let coarse = cost_verdict(&[-27.0, 3.4, 17.8], 10.0, true);
+        assert!(coarse.starts_with("not resolved: the repetitions spread over 45 µs"), "{coarse}");
     }
 }
