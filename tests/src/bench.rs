@@ -997,6 +997,20 @@ pub fn machine() -> String {
     format!("{cpus} CPUs (nproc), {model}, {:.1} GiB RAM", mem_kib as f64 / (1024.0 * 1024.0))
 }
 
+/// The CPU time all threads of process `pid` have run so far, in
+/// nanoseconds: the sum of the first field of each
+/// `/proc/PID/task/TID/schedstat` (the scheduler's own accounting, not
+/// tick-sampled). Threads that ended before the call are not counted.
+pub fn cpu_nanos(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 /// The resident size, in bytes, of each V8 wasm linear memory of process
 /// `pid`. V8 reserves 8–10 GiB of address space per 32-bit memory (for its
 /// guard regions) as one anonymous `PROT_NONE` mapping and makes the first

@@ -264,6 +264,7 @@ fn main() {
             setup: chain_stacks(&stacks).0.setup.name().to_string(),
             runs: ChainRuns::new(),
             pairs: BTreeMap::new(),
+            cpu: BTreeMap::new(),
         }
     };
 
@@ -401,6 +402,7 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan, dir: &Path) -> Ch
     let cases = ChainCase::ALL.len();
     let mut runs = ChainRuns::new();
     let mut pairs: BTreeMap<ScanLoad, Vec<PairWork>> = BTreeMap::new();
+    let mut cpu: BTreeMap<bool, Vec<PairWork>> = BTreeMap::new();
     let duration = plan.latency * cases as u32;
     let slots = (CHAIN_RATE * duration.as_secs_f64()).round() as usize;
     for rep in 0..plan.reps {
@@ -533,8 +535,61 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan, dir: &Path) -> Ch
             );
             pairs.entry(load).or_default().push(work);
         }
+        for stack in std::iter::once(stack).chain(baseline) {
+            let work = chain_cpu(stack, [&none, &cached], dir, plan, rep);
+            eprintln!(
+                "warrant-bench: chains rep {} {} CPU time per request, saturated blocks: {:.1} µs \
+                 no chain, {:.1} µs cached",
+                rep + 1,
+                stack.setup.name(),
+                work.none_us,
+                work.cached_us
+            );
+            cpu.entry(stack.setup == Setup::Baseline).or_default().push(work);
+        }
     }
-    ChainResults { setup: stack.setup.name().to_string(), runs, pairs }
+    ChainResults { setup: stack.setup.name().to_string(), runs, pairs, cpu }
+}
+
+/// Blocks per case of [`chain_cpu`].
+const CPU_BLOCKS: usize = 3;
+
+/// Envoy's CPU time per request (all its threads, from the scheduler's
+/// accounting) for the no-chain and the cached request, each saturating
+/// `stack` by itself with `wrk` in blocks of a quarter of the saturation
+/// length that alternate between the two ([`CPU_BLOCKS`] each, the first
+/// case alternating between repetitions). Everything Envoy does for a
+/// request counts: the codec, the filter, the filter state, the upstream
+/// and audit connections; what trails a block (the `async` records sent on
+/// the next tick) falls into the next, of the other case.
+fn chain_cpu(
+    stack: &BenchStack,
+    requests: [&Arc<Vec<u8>>; 2],
+    dir: &Path,
+    plan: &Plan,
+    rep: usize,
+) -> PairWork {
+    let files = [0, 1].map(|i| {
+        let file = dir.join(format!("chain-cpu-{i}.bin"));
+        std::fs::write(&file, requests[i].as_slice()).expect("write request");
+        file
+    });
+    let block = (plan.saturation / 4).max(Duration::from_secs(1));
+    let pid = stack.envoy.process.pid();
+    let (mut nanos, mut sent, mut seconds) = ([0u64; 2], [0u64; 2], 0.0);
+    for b in 0..2 * CPU_BLOCKS {
+        let case = (b + rep) % 2;
+        let before = bench::cpu_nanos(pid);
+        let run = wrk(stack.port(), &files[case], dir, block, WRK_CONNECTIONS)
+            .unwrap_or_else(|e| panic!("wrk: {e}"));
+        nanos[case] += bench::cpu_nanos(pid) - before;
+        assert_eq!(run.non_2xx + run.errors, 0, "CPU block through {}", stack.setup.name());
+        sent[case] += run.requests;
+        seconds += block.as_secs_f64();
+    }
+    let us = |i: usize| nanos[i] as f64 / sent[i].max(1) as f64 / 1000.0;
+    let rps = (sent[0] + sent[1]) as f64 / seconds;
+    PairWork { none_us: us(0), cached_us: us(1), rps }
 }
 
 /// What [`chain_cost`] measured.
@@ -544,6 +599,9 @@ struct ChainResults {
     runs: ChainRuns,
     /// The runs of [`chain_pair`] by load, a run per repetition.
     pairs: BTreeMap<ScanLoad, Vec<PairWork>>,
+    /// The blocks of [`chain_cpu`] by (through the baseline Envoy), one
+    /// result per repetition.
+    cpu: BTreeMap<bool, Vec<PairWork>>,
 }
 
 /// Chain runs by (through the baseline Envoy, case).
@@ -1070,6 +1128,32 @@ impl Report {
                     "{} ({})",
                     fmt_spread(spread(&added), " µs", 1),
                     fmt_spread(spread(&ratio), "×", 2)
+                ),
+                "≤ 10 µs",
+                cost_verdict(&added, 10.0, true),
+            );
+        }
+        if let Some(own) = results.cpu.get(&false) {
+            let added: Vec<f64> = own.iter().map(|w| w.cached_us - w.none_us).collect();
+            let ratio: Vec<f64> = own.iter().map(|w| w.cached_us / w.none_us).collect();
+            let none: Vec<f64> = own.iter().map(|w| w.none_us).collect();
+            let base = results.cpu.get(&true).map(Vec::as_slice).unwrap_or_default();
+            let base: Vec<f64> = base.iter().map(|w| w.cached_us - w.none_us).collect();
+            self.row(
+                format!(
+                    "cached 3-hop chain: added Envoy CPU time per request (all its threads), \
+                     saturated by `wrk -c{WRK_CONNECTIONS}` in blocks alternating no-chain and \
+                     cached requests, {CPU_BLOCKS} each (ratio; the no-chain requests' own {}); \
+                     the same through the baseline Envoy (no filter): the header's cost to \
+                     Envoy, {setup}",
+                    fmt_spread(spread(&none), " µs", 1)
+                ),
+                "1 KiB",
+                format!(
+                    "{} ({}); baseline Envoy {}",
+                    fmt_spread(spread(&added), " µs", 1),
+                    fmt_spread(spread(&ratio), "×", 3),
+                    fmt_spread(spread(&base), " µs", 1)
                 ),
                 "≤ 10 µs",
                 cost_verdict(&added, 10.0, true),
