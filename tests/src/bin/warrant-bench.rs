@@ -921,17 +921,25 @@ fn verdict(ok: bool) -> String {
 }
 
 /// The verdict on an added cost in µs, one value per repetition, against
-/// `goal_us`: its median against the goal, unless the repetitions spread
-/// over more than the goal itself, a measurement too coarse to tell.
+/// `goal_us` (and `ok`, the run's other conditions): met when every
+/// repetition is within the goal, missed when none is; between, the
+/// median decides, unless the repetitions spread over more than the goal
+/// itself, a measurement too coarse to tell.
 fn cost_verdict(values: &[f64], goal_us: f64, ok: bool) -> String {
     let (min, median, max) = spread(values);
+    if !ok || min > goal_us {
+        return verdict(false);
+    }
+    if max <= goal_us {
+        return verdict(true);
+    }
     if max - min > goal_us {
         return format!(
             "not resolved: the repetitions spread over {:.0} µs, more than the goal",
             max - min
         );
     }
-    verdict(median <= goal_us && ok)
+    verdict(median <= goal_us)
 }
 
 impl Report {
@@ -1480,8 +1488,12 @@ mod tests {
     #[test]
     fn a_cost_is_judged_only_when_its_repetitions_agree_within_the_goal() {
         assert_eq!(cost_verdict(&[7.4, 7.5, 9.4], 10.0, true), "met");
-        assert_eq!(cost_verdict(&[11.0, 12.0, 13.0], 10.0, true), "**missed**");
         assert_eq!(cost_verdict(&[7.4, 7.5, 9.4], 10.0, false), "**missed**");
+        // Every repetition over the goal, however far apart.
+        assert_eq!(cost_verdict(&[12.0, 18.4, 23.9], 10.0, true), "**missed**");
+        // Across the goal: the median, if the spread is finer than the goal.
+        assert_eq!(cost_verdict(&[6.7, 8.5, 11.3], 10.0, true), "met");
+        assert_eq!(cost_verdict(&[8.0, 10.5, 11.0], 10.0, true), "**missed**");
         let coarse = cost_verdict(&[-27.0, 3.4, 17.8], 10.0, true);
         assert!(coarse.starts_with("not resolved: the repetitions spread over 45 µs"), "{coarse}");
     }
