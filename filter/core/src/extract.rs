@@ -76,14 +76,23 @@ pub struct Part {
 pub struct Extracted {
     /// What the body is.
     pub kind: BodyKind,
-    /// The text to scan, in order.
+    /// The text to scan, in order, beside an envelope's content (which
+    /// stays in the envelope, not copied: see [`Extracted::content_parts`]).
     pub parts: Vec<Part>,
 }
 
 impl Extracted {
-    /// Borrowed parts, as the rule engine takes them.
+    /// Borrowed parts, as the rule engine takes them: an envelope's
+    /// content (as [`ContentKind::Message`]), then [`Extracted::parts`].
     pub fn content_parts(&self) -> Vec<ContentPart<'_>> {
-        self.parts.iter().map(|p| ContentPart { kind: p.kind, text: &p.text }).collect()
+        let message = match &self.kind {
+            BodyKind::Envelope(envelope) => {
+                Some(ContentPart { kind: ContentKind::Message, text: envelope.content.as_str() })
+            }
+            _ => None,
+        };
+        let parts = self.parts.iter().map(|p| ContentPart { kind: p.kind, text: &p.text });
+        message.into_iter().chain(parts).collect()
     }
 
     /// The MCP tools the body calls: one for a `tools/call`, every call's
@@ -173,9 +182,8 @@ pub fn extract_limited(
         Value::Object(object) => {
             if envelopes && Envelope::is_envelope_shaped(object) {
                 let envelope = Envelope::from_value(value).map_err(ExtractError::Envelope)?;
-                let parts =
-                    vec![Part { kind: ContentKind::Message, text: envelope.content.clone() }];
-                return Ok(Extracted { kind: BodyKind::Envelope(Box::new(envelope)), parts });
+                let kind = BodyKind::Envelope(Box::new(envelope));
+                return Ok(Extracted { kind, parts: Vec::new() });
             }
             if let Some(method) = call_method(object) {
                 let (tool, parts) = json_rpc(method, object)?;
@@ -454,7 +462,12 @@ mod tests {
         let body = br#"{"from":"alice","to":"bob","content":"hi there"}"#;
         let got = extract(&json_head(), body, true).unwrap();
         assert!(matches!(got.kind, BodyKind::Envelope(_)));
-        assert_eq!(got.parts, vec![Part { kind: ContentKind::Message, text: "hi there".into() }]);
+        assert!(got.parts.is_empty(), "the content is not copied: {:?}", got.parts);
+        let parts = got.content_parts();
+        assert_eq!(
+            (parts.len(), parts[0].kind, parts[0].text),
+            (1, ContentKind::Message, "hi there")
+        );
     }
 
     #[test]
