@@ -17,6 +17,7 @@ use std::fmt;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::Deserialize;
 
@@ -97,9 +98,18 @@ impl Envelope {
         Ok(envelope)
     }
 
-    /// The exact bytes the sender signs.
+    /// The exact bytes the sender signs: `from`, `to`, `content` and the
+    /// timestamp, one per line.
     pub fn signed_payload(&self, timestamp: &str) -> Vec<u8> {
-        format!("{}\n{}\n{}\n{}", self.from, self.to, self.content, timestamp).into_bytes()
+        self.signed_parts(timestamp).concat()
+    }
+
+    /// [`Envelope::signed_payload`] in pieces, so that verifying it does
+    /// not copy the content (up to `max_body_bytes`) into one buffer.
+    fn signed_parts<'a>(&'a self, timestamp: &'a str) -> [&'a [u8]; 7] {
+        let (from, to, content) =
+            (self.from.as_bytes(), self.to.as_bytes(), self.content.as_bytes());
+        [from, b"\n", to, b"\n", content, b"\n", timestamp.as_bytes()]
     }
 
     /// Verifies the signature against `key` and the timestamp against `now`.
@@ -151,10 +161,33 @@ impl Envelope {
         let signature = Signature::from_slice(&raw).map_err(|_| {
             EnvelopeError::Rejected(format!("signature has {} bytes, expected 64", raw.len()))
         })?;
-        key.verify_strict(&self.signed_payload(timestamp), &signature).map_err(|_| {
-            EnvelopeError::Rejected(format!("signature does not verify for {:?}", self.from))
-        })
+        if verify_strict_parts(key, &self.signed_parts(timestamp), &signature) {
+            Ok(())
+        } else {
+            Err(EnvelopeError::Rejected(format!("signature does not verify for {:?}", self.from)))
+        }
     }
+}
+
+/// `verify_strict` over a message given in pieces: a signed 1 MiB content
+/// is hashed where it lies instead of being copied into one buffer first
+/// (the VM's linear memory never shrinks, so such a copy's peak would stay).
+/// The same checks as `verify_strict`: a canonical `S` (in
+/// `verify_stream`), neither the key nor `R` of small order, then `R`
+/// recomputed over the pieces.
+fn verify_strict_parts(key: &VerifyingKey, parts: &[&[u8]], signature: &Signature) -> bool {
+    if key.is_weak() {
+        return false;
+    }
+    match CompressedEdwardsY(*signature.r_bytes()).decompress() {
+        Some(r) if !r.is_small_order() => {}
+        _ => return false,
+    }
+    let Ok(mut stream) = key.verify_stream(signature) else { return false };
+    for part in parts {
+        stream.update(part);
+    }
+    stream.finalize_and_verify().is_ok()
 }
 
 /// Parses an RFC 3339 date-time (`2026-03-24T12:00:00Z`, with optional
@@ -303,6 +336,60 @@ mod tests {
         ));
         let other = SigningKey::from_bytes(&[2; 32]).verifying_key();
         assert!(matches!(envelope.verify(&other, NOW, 300, 30), Err(EnvelopeError::Rejected(_))));
+    }
+
+    /// The pieces verify exactly when their concatenation does under
+    /// `verify_strict`: for the signed message, and for every single-bit
+    /// change to the message, to `R` and to `S`.
+    #[test]
+    fn verifying_in_pieces_agrees_with_verify_strict() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let public = key.verifying_key();
+        let parts: [&[u8]; 4] = [b"alice", b"\n", b"bob\ncontent \xe2\x9c\x93", b""];
+        let message = parts.concat();
+        let good = key.sign(&message).to_bytes();
+        let mut cases = vec![(message.clone(), good)];
+        for bit in 0..message.len() * 8 {
+            let mut changed = message.clone();
+            changed[bit / 8] ^= 1 << (bit % 8);
+            cases.push((changed, good));
+        }
+        for bit in 0..512 {
+            let mut changed = good;
+            changed[bit / 8] ^= 1 << (bit % 8);
+            cases.push((message.clone(), changed));
+        }
+        for (message, signature) in cases {
+            let signature = Signature::from_bytes(&signature);
+            let strict = public.verify_strict(&message, &signature).is_ok();
+            // The same bytes cut at every point agree too.
+            for cut in [0, 1, message.len() / 2, message.len()] {
+                let (head, tail) = message.split_at(cut);
+                assert_eq!(verify_strict_parts(&public, &[head, tail], &signature), strict);
+            }
+        }
+    }
+
+    /// What the stream verifier alone would accept and `verify_strict`
+    /// refuses: the identity as the key and as `R` with `S = 0` "signs"
+    /// every message. The pieces refuse it too.
+    #[test]
+    fn verifying_in_pieces_refuses_small_order_points() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = VerifyingKey::from_bytes(&identity).unwrap();
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        let forged = Signature::from_bytes(&forged);
+        let message: &[u8] = b"anything";
+        let mut stream = weak.verify_stream(&forged).unwrap();
+        stream.update(message);
+        assert!(stream.finalize_and_verify().is_ok(), "the unchecked forgery verifies");
+        assert!(weak.verify_strict(message, &forged).is_err());
+        assert!(!verify_strict_parts(&weak, &[message], &forged));
+        // A small-order `R` under a sound key is refused before hashing.
+        let sound = SigningKey::from_bytes(&[7; 32]).verifying_key();
+        assert!(!verify_strict_parts(&sound, &[message], &forged));
     }
 
     #[test]
