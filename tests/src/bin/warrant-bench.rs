@@ -4,12 +4,14 @@
 //!
 //! ```text
 //! warrant-bench [--quick] [--reps N] [--seconds S] [--out FILE] [--dir DIR] [--concurrency N]
-//!               [--criterion NAME=FILE]... [--command TEXT] [--only chains|scans]
+//!               [--criterion NAME=FILE]... [--command TEXT] [--only chains|scans|chains,scans]
 //! ```
 //!
 //! `--only chains` starts only the baseline and the Warrant stack of step 4b
-//! (no start-up timing, no saturation or size runs, no memory) and runs
-//! step 4b; `--only scans` starts only that Warrant stack and runs step 4c.
+//! (no start-up timing, no saturation or size runs) and runs step 4b;
+//! `--only scans` starts only that Warrant stack and runs step 4c;
+//! `--only chains,scans` runs both steps on the same stacks. Step 5
+//! (memory) follows whatever ran.
 //!
 //! What it does, in order:
 //! 1. checks which audit modes the built filter accepts (`audit.mode`
@@ -141,10 +143,10 @@ fn main() {
     // The stack the chain and scan steps pick: async when available, else
     // sync.
     let warrant = if modes.async_mode { Setup::Async } else { Setup::Sync };
-    match args.only {
-        Some(Only::Chains) => setups = vec![Setup::Baseline, warrant],
-        Some(Only::Scans) => setups = vec![warrant],
-        None => {}
+    if args.only.contains(&Only::Chains) {
+        setups = vec![Setup::Baseline, warrant];
+    } else if args.only.contains(&Only::Scans) {
+        setups = vec![warrant];
     }
     let mode_of = |setup: Setup| match setup {
         Setup::Baseline | Setup::Floor => None,
@@ -159,7 +161,7 @@ fn main() {
     bench::render(Setup::Sync, &filter_config, ports, &cast.patch(mode_of(Setup::Sync)));
     bench::render(Setup::Baseline, &baseline_config, ports, &cast.patch(None));
     let (mut validate_filter, mut validate_base) = (Vec::new(), Vec::new());
-    let validate_reps = if args.only.is_some() { 0 } else { plan.validate_reps };
+    let validate_reps = if !args.only.is_empty() { 0 } else { plan.validate_reps };
     for _ in 0..validate_reps {
         let (ok_f, t_f) = bench::time_validate(&filter_config);
         let (ok_b, t_b) = bench::time_validate(&baseline_config);
@@ -189,7 +191,7 @@ fn main() {
     let mut runs: BTreeMap<(Cell, Setup), Vec<Run>> = BTreeMap::new();
     let total_cells = SIZES.len() * TRAFFIC.len() * plan.reps * setups.len();
     let mut done = 0;
-    let sizes = if args.only.is_some() { &SIZES[..0] } else { &SIZES[..] };
+    let sizes = if !args.only.is_empty() { &SIZES[..0] } else { &SIZES[..] };
     for (size_index, (size_name, size, rate)) in sizes.iter().enumerate() {
         for traffic in TRAFFIC {
             for rep in 0..plan.reps {
@@ -256,7 +258,7 @@ fn main() {
     }
 
     // 4b. What a delegation chain adds, on the same Warrant Envoy.
-    let chains = args.only != Some(Only::Scans);
+    let chains = args.runs(Only::Chains);
     let chain_runs = if chains {
         chain_cost(&stacks, &cast, &plan, &dir)
     } else {
@@ -269,10 +271,10 @@ fn main() {
     };
 
     // 4c. The rule engine's throughput inside Envoy.
-    let scans = if args.only == Some(Only::Chains) {
-        ScanRuns::new()
-    } else {
+    let scans = if args.runs(Only::Scans) {
         scan_in_envoy(&stacks, &cast, &plan, &dir)
+    } else {
+        ScanRuns::new()
     };
 
     // Envoy writes its log file every few seconds (`--file-flush-interval-msecs`,
@@ -285,17 +287,17 @@ fn main() {
 
     // 5. Memory, after all the traffic.
     let mut memory = BTreeMap::new();
-    for stack in stacks.iter().filter(|_| args.only.is_none()) {
+    for stack in &stacks {
         let pid = stack.envoy.process.pid();
         memory.insert(stack.setup, (bench::rss(pid), bench::wasm_memories(pid)));
     }
 
     // 6. The table.
-    if args.only.is_none() {
+    if args.only.is_empty() {
         report.e2e(&plan, &setups, &runs);
         report.startup(&validate_filter, &validate_base, &configure_ms, &first_request);
-        report.memory(&memory, args.concurrency);
     }
+    report.memory(&memory, args.concurrency, &args.only);
     report.chains(&chain_runs);
     report.scans(&chain_runs.setup, &scans);
     report.components(&args.criterion, modes.async_mode);
@@ -831,8 +833,9 @@ struct Args {
     concurrency: u32,
     criterion: Vec<(String, PathBuf)>,
     command: String,
-    /// `--only chains|scans`: only that step and its stacks.
-    only: Option<Only>,
+    /// `--only chains|scans|chains,scans`: only those steps and their
+    /// stacks (empty: everything).
+    only: Vec<Only>,
 }
 
 /// A step `--only` runs by itself.
@@ -845,6 +848,11 @@ enum Only {
 }
 
 impl Args {
+    /// Whether `step` runs: every step without `--only`.
+    fn runs(&self, step: Only) -> bool {
+        self.only.is_empty() || self.only.contains(&step)
+    }
+
     fn parse() -> Args {
         let mut args = Args {
             quick: false,
@@ -855,7 +863,7 @@ impl Args {
             concurrency: 2,
             criterion: Vec::new(),
             command: "scripts/bench".into(),
-            only: None,
+            only: Vec::new(),
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -877,11 +885,18 @@ impl Args {
                     args.criterion.push((name.to_string(), file.into()));
                 }
                 "--command" => args.command = value(),
-                "--only" => match value().as_str() {
-                    "chains" => args.only = Some(Only::Chains),
-                    "scans" => args.only = Some(Only::Scans),
-                    other => usage(&format!("--only {other}: `chains` or `scans`")),
-                },
+                "--only" => {
+                    for step in value().split(',') {
+                        let step = match step {
+                            "chains" => Only::Chains,
+                            "scans" => Only::Scans,
+                            other => usage(&format!("--only {other}: `chains` or `scans`")),
+                        };
+                        if !args.only.contains(&step) {
+                            args.only.push(step);
+                        }
+                    }
+                }
                 "-h" | "--help" => usage(""),
                 other => usage(&format!("unknown argument {other}")),
             }
@@ -896,7 +911,7 @@ fn usage(problem: &str) -> ! {
     }
     eprintln!(
         "usage: warrant-bench [--quick] [--reps N] [--seconds S] [--out FILE] [--dir DIR] [--concurrency N] \
-         [--criterion NAME=FILE]... [--command TEXT] [--only chains|scans]"
+         [--criterion NAME=FILE]... [--command TEXT] [--only chains|scans|chains,scans]"
     );
     std::process::exit(2);
 }
@@ -1334,16 +1349,34 @@ impl Report {
         }
     }
 
-    fn memory(&mut self, memory: &BTreeMap<Setup, (u64, Vec<u64>)>, concurrency: u32) {
+    fn memory(
+        &mut self,
+        memory: &BTreeMap<Setup, (u64, Vec<u64>)>,
+        concurrency: u32,
+        only: &[Only],
+    ) {
         const MIB: f64 = 1024.0 * 1024.0;
-        let base_rss = memory.get(&Setup::Baseline).map_or(0, |m| m.0);
+        let after = if only.is_empty() {
+            "the runs".to_string()
+        } else {
+            let steps: Vec<&str> = only
+                .iter()
+                .map(|s| match s {
+                    Only::Chains => "the chain step (4b)",
+                    Only::Scans => "the scan step (4c)",
+                })
+                .collect();
+            steps.join(" and ")
+        };
+        // `--only scans` starts no baseline: then no RSS row.
+        let base_rss = memory.get(&Setup::Baseline).map(|m| m.0);
         let warrant = |s: &Setup| !matches!(s, Setup::Baseline | Setup::Floor);
         for (setup, (rss, vms)) in memory.iter().filter(|(s, _)| warrant(s)) {
             let sizes: Vec<f64> = vms.iter().map(|b| *b as f64 / MIB).collect();
             let max = sizes.iter().copied().fold(0.0_f64, f64::max);
             self.row(
                 format!(
-                    "Wasm linear memory per VM after the runs, {} (resident pages of each V8 \
+                    "Wasm linear memory per VM after {after}, {} (resident pages of each V8 \
                      wasm memory reservation in /proc/PID/smaps; {} VMs expected: {} workers \
                      + main)",
                     setup.name(),
@@ -1359,8 +1392,9 @@ impl Report {
                 "≤ 32 MiB",
                 if sizes.is_empty() { "not found".into() } else { verdict(max <= 32.0) },
             );
+            let Some(base_rss) = base_rss else { continue };
             self.row(
-                format!("Envoy RSS after the runs, {} minus baseline", setup.name()),
+                format!("Envoy RSS after {after}, {} minus baseline", setup.name()),
                 "–",
                 format!(
                     "{:.1} MiB ({:.1} vs {:.1} MiB)",
