@@ -63,6 +63,7 @@ fn main() {
     let t = Instant::now();
     let policy = Policy::from_json(&policy).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("Policy::from_json: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    linear_memory("with the policy");
     let names = HeaderNames {
         identity: &policy.config.identity.header,
         delegation: &policy.config.delegation.header,
@@ -87,6 +88,7 @@ fn main() {
         first.decision.code(),
         first.message
     );
+    linear_memory("after the first call");
 
     let mut other = vec![0u8; flush_mib << 20];
     let mut timed = 0.0;
@@ -105,4 +107,17 @@ fn main() {
         "evaluate: {:.2} µs a request (mean of {n}; {flush_mib} MiB written between calls)",
         timed * 1e6 / n.max(1) as f64
     );
+    linear_memory("after the timed calls");
+}
+
+/// Inside V8: the linear memory the module has grown to (it never
+/// shrinks; the request and the driver's buffers included).
+fn linear_memory(when: &str) {
+    #[cfg(target_arch = "wasm32")]
+    eprintln!(
+        "linear memory {when}: {:.1} MiB",
+        (core::arch::wasm32::memory_size(0) << 16) as f64 / (1024.0 * 1024.0)
+    );
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = when;
 }

@@ -64,8 +64,10 @@ fn main() {
     if args.get(4).map(String::as_str) != Some("lazy") {
         engine.compile_all().expect("library builds");
     }
+    linear_memory("with the engine built");
     let parts = [ContentPart { kind, text: &text }];
     let evaluation = engine.evaluate(&parts, "bench-agent");
+    linear_memory("after one scan");
     println!("{what} {} bytes: verdict {:?}", text.len(), evaluation.verdict);
     for f in &evaluation.findings {
         println!("  {} line {} {:?}", f.rule_id, f.line, f.matched);
@@ -97,11 +99,24 @@ fn main() {
             text.len() as f64 / seconds / 1e6
         );
     }
-    // Inside V8: the linear memory the module grew to (it never shrinks),
-    // the body and the driver's copies of it included.
+    linear_memory("after the scans");
+    let regexes = engine.regex_memory();
+    println!(
+        "regexes: {:.2} MiB built now, {} builds, {} drops",
+        regexes.bytes as f64 / (1024.0 * 1024.0),
+        regexes.builds,
+        regexes.drops
+    );
+}
+
+/// Inside V8: the linear memory the module has grown to (it never
+/// shrinks), the body and the driver's copies of it included.
+fn linear_memory(when: &str) {
     #[cfg(target_arch = "wasm32")]
     println!(
-        "linear memory {:.1} MiB",
+        "linear memory {when}: {:.1} MiB",
         (core::arch::wasm32::memory_size(0) << 16) as f64 / (1024.0 * 1024.0)
     );
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = when;
 }

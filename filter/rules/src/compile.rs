@@ -21,7 +21,8 @@
 
 use std::collections::BTreeSet;
 use std::ops::Range;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use regex_automata::meta;
 use regex_syntax::ast::{self, Ast};
@@ -77,37 +78,152 @@ impl ByteSet {
     }
 }
 
-/// A regex whose automata are built on first use.
+/// A regex whose automata are built on first use, and dropped again when
+/// the engine's [`RegexBudget`] is exceeded.
 ///
 /// Building the automata of the whole library costs about 300 ms natively
 /// (measured 2026-12-03: forward and reverse NFAs of 447 patterns, most of
 /// it in bounded repetitions of Unicode classes such as `[^\n]{0,400}`),
 /// while parsing and analysing it costs a fraction of that. Most patterns
 /// never become candidates in ordinary traffic, so a VM builds only the few
-/// it needs, once each. Parsing at load time still refuses every syntax
-/// error; what is left to fail later is only the automaton size limit, and
+/// it needs. Parsing at load time still refuses every syntax error; what is
+/// left to fail later is only the automaton size limit, and
 /// [`Engine::compile_all`](crate::Engine::compile_all) checks that (the
 /// library's tests call it, custom rules are built eagerly).
+///
+/// Built, the library's regexes take about 25 MiB of a VM's linear memory
+/// (measured 2026-12-04 in V8: 22.6 MiB with none built, 47.4 MiB with all;
+/// `EX-006` alone takes 1 MB natively), which traffic that makes every
+/// pattern a candidate sooner or later would reach. So the engine keeps at
+/// most [`RegexBudget`]'s limit of them between scans, dropping the least
+/// recently used, and builds a dropped one again when it is needed.
 #[derive(Debug)]
 pub(crate) struct LazyRegex {
     hir: Hir,
-    built: OnceLock<Result<meta::Regex, PatternProblem>>,
+    state: Mutex<Built>,
+}
+
+/// What a [`LazyRegex`] holds.
+#[derive(Debug)]
+enum Built {
+    Not,
+    /// Its heap bytes and when it was last used ([`RegexBudget`]'s clock).
+    Regex {
+        regex: Arc<meta::Regex>,
+        bytes: usize,
+        used: u64,
+    },
+    /// A build that failed fails again: kept.
+    Failed(PatternProblem),
 }
 
 impl LazyRegex {
     fn new(hir: Hir) -> LazyRegex {
-        LazyRegex { hir, built: OnceLock::new() }
+        LazyRegex { hir, state: Mutex::new(Built::Not) }
     }
 
-    /// The regex, built now if it was not yet; `None` if it cannot be
-    /// built (see [`LazyRegex::build`]).
-    pub(crate) fn get(&self) -> Option<&meta::Regex> {
-        self.build().ok()
+    /// The regex, built now if it is not; `None` if it cannot be built
+    /// (see [`LazyRegex::build`]).
+    pub(crate) fn get(&self, budget: &RegexBudget) -> Option<Arc<meta::Regex>> {
+        self.build(budget).ok()
     }
 
-    /// Builds the regex if it was not yet.
-    pub(crate) fn build(&self) -> Result<&meta::Regex, &PatternProblem> {
-        self.built.get_or_init(|| build(&self.hir)).as_ref()
+    /// The regex, built now (and counted in `budget`) if it is not.
+    pub(crate) fn build(&self, budget: &RegexBudget) -> Result<Arc<meta::Regex>, PatternProblem> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut *state {
+            Built::Regex { regex, used, .. } => {
+                *used = budget.tick();
+                return Ok(Arc::clone(regex));
+            }
+            Built::Failed(problem) => return Err(problem.clone()),
+            Built::Not => {}
+        }
+        match build(&self.hir) {
+            Ok(regex) => {
+                let bytes = regex.memory_usage();
+                budget.built(bytes);
+                let regex = Arc::new(regex);
+                *state = Built::Regex { regex: Arc::clone(&regex), bytes, used: budget.tick() };
+                Ok(regex)
+            }
+            Err(problem) => {
+                *state = Built::Failed(problem.clone());
+                Err(problem)
+            }
+        }
+    }
+
+    /// When the regex was last used, if it is built.
+    pub(crate) fn last_used(&self) -> Option<u64> {
+        match &*self.state.lock().unwrap_or_else(PoisonError::into_inner) {
+            Built::Regex { used, .. } => Some(*used),
+            Built::Not | Built::Failed(_) => None,
+        }
+    }
+
+    /// Drops the built regex (it is built again on its next use), giving
+    /// its bytes back to `budget`.
+    pub(crate) fn drop_built(&self, budget: &RegexBudget) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Built::Regex { bytes, .. } = &*state {
+            budget.dropped(*bytes);
+            *state = Built::Not;
+        }
+    }
+}
+
+/// How much the built regexes of one engine may keep between scans, and
+/// what they keep now.
+#[derive(Debug)]
+pub(crate) struct RegexBudget {
+    limit: usize,
+    used: AtomicUsize,
+    clock: AtomicU64,
+    builds: AtomicU64,
+    drops: AtomicU64,
+}
+
+impl RegexBudget {
+    /// A budget of `limit` heap bytes (`meta::Regex::memory_usage`: the
+    /// automata, not the search caches that grow with them).
+    pub(crate) fn new(limit: usize) -> RegexBudget {
+        RegexBudget {
+            limit,
+            used: AtomicUsize::new(0),
+            clock: AtomicU64::new(0),
+            builds: AtomicU64::new(0),
+            drops: AtomicU64::new(0),
+        }
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn built(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+        self.builds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn dropped(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+        self.drops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bytes over the limit, if any.
+    pub(crate) fn excess(&self) -> usize {
+        self.used.load(Ordering::Relaxed).saturating_sub(self.limit)
+    }
+
+    /// Heap bytes of the built regexes, regexes built and regexes dropped
+    /// since the engine was made.
+    pub(crate) fn counts(&self) -> (usize, u64, u64) {
+        (
+            self.used.load(Ordering::Relaxed),
+            self.builds.load(Ordering::Relaxed),
+            self.drops.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -841,7 +957,7 @@ mod tests {
 
     fn regex(pattern: &str) -> meta::Regex {
         let prepared = prepare_pattern(PatternKind::Regex, pattern).unwrap();
-        prepared.regex.get().unwrap().clone()
+        (*prepared.regex.get(&RegexBudget::new(usize::MAX)).unwrap()).clone()
     }
 
     fn literals(pattern: &str) -> Vec<Vec<String>> {
@@ -996,12 +1112,42 @@ mod tests {
     #[test]
     fn contains_is_a_case_insensitive_normalised_substring() {
         let compiled = prepare_pattern(PatternKind::Contains, "Docker.SOCK").unwrap();
-        let regex = compiled.regex.get().unwrap();
+        let budget = RegexBudget::new(usize::MAX);
+        let regex = compiled.regex.get(&budget).unwrap();
         assert!(regex.is_match("see /var/run/docker.sock"));
         assert!(!regex.is_match("dockerxsock"));
         assert_eq!(compiled.literals, vec![vec!["docker.sock".to_string()]]);
         let fullwidth = prepare_pattern(PatternKind::Contains, "ｉｎｓｍｏｄ").unwrap();
-        assert!(fullwidth.regex.get().unwrap().is_match("INSMOD"));
+        assert!(fullwidth.regex.get(&budget).unwrap().is_match("INSMOD"));
+    }
+
+    /// A regex counts its bytes once while built, is built again after it
+    /// was dropped, and a failed build stays failed.
+    #[test]
+    fn lazy_regexes_count_in_their_budget_and_build_again_after_a_drop() {
+        let budget = RegexBudget::new(0);
+        let lazy = prepare_pattern(PatternKind::Regex, "(?i)a[^\\n]{0,40}b").unwrap().regex;
+        assert_eq!((lazy.last_used(), budget.counts()), (None, (0, 0, 0)));
+        let first = lazy.get(&budget).unwrap();
+        let bytes = first.memory_usage();
+        assert!(bytes > 0);
+        assert_eq!(budget.counts(), (bytes, 1, 0));
+        assert_eq!(budget.excess(), bytes);
+        // A second use builds nothing and moves the clock.
+        let used = lazy.last_used().unwrap();
+        assert!(lazy.get(&budget).unwrap().is_match("A x B"));
+        assert!(lazy.last_used().unwrap() > used);
+        assert_eq!(budget.counts(), (bytes, 1, 0));
+        lazy.drop_built(&budget);
+        lazy.drop_built(&budget);
+        assert_eq!((lazy.last_used(), budget.counts()), (None, (0, 1, 1)));
+        assert!(lazy.get(&budget).unwrap().is_match("a-b"));
+        assert_eq!(budget.counts(), (bytes, 2, 1));
+        // Over the NFA size limit: fails at every use, counts nothing.
+        let huge = prepare_pattern(PatternKind::Regex, "(?:[^\\n]{1000}){20}").unwrap().regex;
+        let budget = RegexBudget::new(0);
+        assert!(huge.build(&budget).is_err() && huge.build(&budget).is_err());
+        assert_eq!((huge.last_used(), budget.counts()), (None, (0, 0, 0)));
     }
 
     #[test]

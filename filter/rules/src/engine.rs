@@ -57,7 +57,9 @@ use std::sync::Mutex;
 
 use regex_automata::{Anchored, Input, Match};
 
-use crate::compile::{fold, prepare_pattern, ByteSet, LazyRegex, PatternProblem, PreparedPattern};
+use crate::compile::{
+    fold, prepare_pattern, ByteSet, LazyRegex, PatternProblem, PreparedPattern, RegexBudget,
+};
 use crate::config::RulesConfig;
 use crate::content::TargetSet;
 use crate::decode::decoded_blobs;
@@ -107,6 +109,21 @@ pub struct Engine {
     report: CompileReport,
     /// Prefilter buffers kept between scans.
     scratch: Mutex<Vec<Scratch>>,
+    /// The built regexes' memory against `rules.regex_memory_bytes`.
+    regexes: RegexBudget,
+}
+
+/// What an engine's built regexes hold ([`Engine::regex_memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RegexMemory {
+    /// Heap bytes of the regexes built now (their automata; the search
+    /// caches that grow with them come on top).
+    pub bytes: usize,
+    /// Regexes built since the engine was made (a dropped one that is
+    /// needed again counts again).
+    pub builds: u64,
+    /// Regexes dropped to stay within `rules.regex_memory_bytes`.
+    pub drops: u64,
 }
 
 /// What an [`Engine`] was built from; printed by `warrant-audit rules
@@ -167,10 +184,41 @@ impl Engine {
             let patterns =
                 self.patterns.get(rule.patterns.start as usize..rule.patterns.end as usize);
             for pattern in patterns.unwrap_or_default().iter().chain(&rule.excludes) {
-                pattern.regex.build().map_err(|problem| pattern.error(rule, problem.clone()))?;
+                let built = pattern.regex.build(&self.regexes);
+                built.map_err(|problem| pattern.error(rule, problem))?;
+                self.trim_regexes();
             }
         }
         Ok(())
+    }
+
+    /// What the built regexes hold now, and how many were built and dropped.
+    pub fn regex_memory(&self) -> RegexMemory {
+        let (bytes, builds, drops) = self.regexes.counts();
+        RegexMemory { bytes, builds, drops }
+    }
+
+    /// Drops the least recently used regexes until the built ones fit
+    /// `rules.regex_memory_bytes` again. Called between scans, never inside
+    /// one, so a scan does not build the same regex twice.
+    fn trim_regexes(&self) {
+        if self.regexes.excess() == 0 {
+            return;
+        }
+        let excludes = self.rules.iter().flat_map(|r| r.excludes.iter());
+        let mut built: Vec<(u64, &LazyRegex)> = self
+            .patterns
+            .iter()
+            .chain(excludes)
+            .filter_map(|p| Some((p.regex.last_used()?, &p.regex)))
+            .collect();
+        built.sort_unstable_by_key(|&(used, _)| used);
+        for (_, regex) in built {
+            if self.regexes.excess() == 0 {
+                break;
+            }
+            regex.drop_built(&self.regexes);
+        }
     }
 
     /// Compiles `rules` plus `config.custom`; the regexes of rules from
@@ -224,7 +272,7 @@ impl Engine {
         }
 
         // 4. One automaton over every literal.
-        builder.finish(agents)
+        builder.finish(agents, config.regex_memory_bytes)
     }
 
     /// Scans the parts and decides, for the given sender (the agent name
@@ -289,6 +337,7 @@ impl Engine {
                 })
             })
             .collect();
+        self.trim_regexes();
         Evaluation { findings, verdict }
     }
 
@@ -302,7 +351,9 @@ impl Engine {
     pub fn rule_fires(&self, id: &str, text: &str, kind: ContentKind) -> Option<bool> {
         let index = self.rules.iter().position(|r| r.id == id)?;
         let index = u32::try_from(index).ok()?;
-        Some(!self.scan_part(text, kind, Some(index)).is_empty())
+        let fires = !self.scan_part(text, kind, Some(index)).is_empty();
+        self.trim_regexes();
+        Some(fires)
     }
 
     /// Ids of every rule that fires on `text` read as `kind`, before any
@@ -310,6 +361,7 @@ impl Engine {
     pub fn rules_firing(&self, text: &str, kind: ContentKind) -> Vec<&str> {
         let ids: BTreeSet<&str> =
             self.scan_part(text, kind, None).iter().map(|f| self.rule_id(f.rule)).collect();
+        self.trim_regexes();
         ids.into_iter().collect()
     }
 
@@ -611,7 +663,8 @@ impl Engine {
             if !hits.active {
                 continue;
             }
-            let Some(regex) = self.patterns.get(pattern as usize).and_then(|p| p.regex.get())
+            let Some(regex) =
+                self.patterns.get(pattern as usize).and_then(|p| p.regex.get(&self.regexes))
             else {
                 continue;
             };
@@ -674,7 +727,7 @@ impl Engine {
             if !hits.active {
                 return None;
             }
-            let regex = self.patterns.get(pattern as usize)?.regex.get()?;
+            let regex = self.patterns.get(pattern as usize)?.regex.get(&self.regexes)?;
             let first = if hits.anchored {
                 hits.starts.iter().find_map(|&start| {
                     regex.search(&Input::new(text).range(start..).anchored(Anchored::Yes))
@@ -700,7 +753,7 @@ impl Engine {
         let window = lines.lines(line.saturating_sub(EXCLUDE_LINES_BEFORE).max(1), line);
         rule.excludes.iter().any(|x| {
             x.regex
-                .get()
+                .get(&self.regexes)
                 .is_some_and(|regex| regex.is_match(Input::new(text).range(window.clone())))
         })
     }
@@ -781,8 +834,12 @@ impl CompiledPattern {
         let error = |problem: PatternProblem| invalid_regex(rule, pattern, &key, problem);
         let PreparedPattern { regex, literals, single_line, needs_non_ascii, starts, first_bytes } =
             prepare_pattern(pattern.kind, &pattern.value).map_err(error)?;
+        // Built now only to refuse it with the configuration if it cannot
+        // be; the engine builds it again on first use, within its budget.
         if eager {
-            regex.build().map_err(|problem| error(problem.clone()))?;
+            let budget = RegexBudget::new(0);
+            regex.build(&budget).map_err(error)?;
+            regex.drop_built(&budget);
         }
         let compiled = CompiledPattern {
             regex,
@@ -1040,7 +1097,11 @@ impl Builder {
         Ok(())
     }
 
-    fn finish(self, agents: BTreeMap<String, BTreeSet<String>>) -> Result<Engine, RuleError> {
+    fn finish(
+        self,
+        agents: BTreeMap<String, BTreeSet<String>>,
+        regex_memory_bytes: usize,
+    ) -> Result<Engine, RuleError> {
         let mut literals: Vec<(usize, String)> =
             self.literal_ids.into_iter().map(|(literal, id)| (id, literal)).collect();
         literals.sort();
@@ -1104,6 +1165,7 @@ impl Builder {
             redactor: Redactor::new(),
             report,
             scratch: Mutex::new(Vec::new()),
+            regexes: RegexBudget::new(regex_memory_bytes),
         })
     }
 }

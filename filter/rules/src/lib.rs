@@ -40,7 +40,7 @@ mod text;
 
 pub use config::{AgentRules, Override, RulesConfig};
 pub use content::{ContentKind, ContentPart};
-pub use engine::{check_unique_ids, CompileReport, Engine, MAX_FINDINGS};
+pub use engine::{check_unique_ids, CompileReport, Engine, RegexMemory, MAX_FINDINGS};
 pub use error::{InvalidRegex, RuleError};
 pub use finding::{Encoding, Evaluation, Finding, Severity, Verdict};
 #[cfg(feature = "fs")]

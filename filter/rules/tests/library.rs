@@ -116,3 +116,35 @@ fn golden_cases_of_issue_5() {
         }
     }
 }
+
+/// A regex budget far below what the library needs changes no result:
+/// every example scanned with 256 KiB for the built regexes gives the same
+/// evaluation as with no limit, the built regexes fit the budget after
+/// every scan, and the dropped ones are built again when needed.
+#[test]
+fn regex_budget_bounds_the_built_regexes_and_changes_no_result() {
+    const BUDGET: usize = 256 << 10;
+    let rules = warrant_rules::builtin_rules().unwrap();
+    let small =
+        Engine::new(&RulesConfig { regex_memory_bytes: BUDGET, ..RulesConfig::default() }).unwrap();
+    let unlimited =
+        Engine::new(&RulesConfig { regex_memory_bytes: usize::MAX, ..RulesConfig::default() })
+            .unwrap();
+    for rule in &rules {
+        let examples = rule.examples.true_positive.iter().chain(&rule.examples.false_positive);
+        for text in examples {
+            for kind in [ContentKind::Message, ContentKind::ToolArguments] {
+                let parts = [ContentPart { kind, text }];
+                let (got, want) = (small.evaluate(&parts, "a"), unlimited.evaluate(&parts, "a"));
+                assert_eq!(got, want, "{} {kind:?}: {text:?}", rule.id);
+                let held = small.regex_memory().bytes;
+                assert!(held <= BUDGET, "{held} bytes of regexes held after a scan");
+            }
+        }
+    }
+    let (small, unlimited) = (small.regex_memory(), unlimited.regex_memory());
+    println!("regexes with a {BUDGET}-byte budget: {small:?}; without: {unlimited:?}");
+    assert_eq!(unlimited.drops, 0);
+    assert!(unlimited.bytes > 4 * BUDGET, "the examples build most of the library: {unlimited:?}");
+    assert!(small.drops > 0 && small.builds > unlimited.builds, "{small:?} vs {unlimited:?}");
+}
