@@ -93,6 +93,14 @@ struct Shared {
     /// content the rule engine scanned and the time it took, so bytes ÷
     /// nanoseconds is its throughput inside Envoy.
     scan_counters: Option<(u32, u32)>,
+    /// Counters `warrant.rules.regex_builds` and `warrant.rules.regex_drops`
+    /// and gauge `warrant.rules.regex_bytes` (moved by deltas, so it sums
+    /// over the VMs): the rule engine's built regexes, so a
+    /// `rules.regex_memory_bytes` too small for the traffic shows as
+    /// builds that keep growing.
+    regex_metrics: Option<(u32, u32, u32)>,
+    /// What [`Shared::regex_metrics`] last reported.
+    regex_seen: std::cell::Cell<warrant_rules::RegexMemory>,
     /// Counters `warrant.work.<chain>.requests` and
     /// `warrant.work.<chain>.nanoseconds` per [`ChainCheck`], in
     /// [`ChainCheck::ALL`] order: decided requests and the time the filter's
@@ -110,14 +118,37 @@ impl Shared {
         }
     }
 
-    /// Adds a request's scan to the scan counters.
+    /// Adds a request's scan to the scan counters, and what it changed in
+    /// the built regexes to theirs.
     fn scanned(&self, scan: ScanCost) {
+        self.regexes_changed();
         let Some((bytes, nanos)) = self.scan_counters else { return };
         if scan.bytes == 0 {
             return;
         }
         for (id, value) in [(bytes, scan.bytes), (nanos, scan.nanos)] {
             let value = i64::try_from(value).unwrap_or(i64::MAX);
+            if let Err(status) = hostcalls::increment_metric(id, value) {
+                debug!("increment_metric failed: {status:?}");
+            }
+        }
+    }
+
+    /// Moves the regex metrics by what changed since they were last moved.
+    fn regexes_changed(&self) {
+        let Some((builds, drops, bytes)) = self.regex_metrics else { return };
+        let now = self.policy.rules.regex_memory();
+        let seen = self.regex_seen.replace(now);
+        let delta = |now: u64, seen: u64| i64::try_from(now.wrapping_sub(seen)).unwrap_or(0);
+        let held = |b: usize| i64::try_from(b).unwrap_or(i64::MAX);
+        for (id, value) in [
+            (builds, delta(now.builds, seen.builds)),
+            (drops, delta(now.drops, seen.drops)),
+            (bytes, held(now.bytes).saturating_sub(held(seen.bytes))),
+        ] {
+            if value == 0 {
+                continue;
+            }
             if let Err(status) = hostcalls::increment_metric(id, value) {
                 debug!("increment_metric failed: {status:?}");
             }
@@ -337,6 +368,12 @@ impl RootContext for WarrantRoot {
         let buffered_gauge =
             hostcalls::define_metric(MetricType::Gauge, "warrant.audit.buffered").ok();
         let scan_counters = counter("warrant.scan.bytes").zip(counter("warrant.scan.nanoseconds"));
+        let regex_bytes =
+            hostcalls::define_metric(MetricType::Gauge, "warrant.rules.regex_bytes").ok();
+        let regex_metrics = counter("warrant.rules.regex_builds")
+            .zip(counter("warrant.rules.regex_drops"))
+            .zip(regex_bytes)
+            .map(|((builds, drops), bytes)| (builds, drops, bytes));
         let work_counters = ChainCheck::ALL
             .iter()
             .map(|chain| {
@@ -359,6 +396,8 @@ impl RootContext for WarrantRoot {
             dropped_counter,
             buffered_gauge,
             scan_counters,
+            regex_metrics,
+            regex_seen: std::cell::Cell::new(warrant_rules::RegexMemory::default()),
             work_counters,
         }));
         true

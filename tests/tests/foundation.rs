@@ -265,6 +265,40 @@ fn decisions_and_rules_are_labelled_prometheus_counters() {
     assert!(stack.envoy.stat("wasmcustom.warrant.scan.nanoseconds") > 0, "{metrics}");
 }
 
+/// `rules.regex_memory_bytes`: with the default a built regex stays built;
+/// with a bound of one byte every regex is dropped after its request and
+/// built again by the next, with the same finding. The metrics say which.
+#[test]
+fn built_regexes_are_bounded_by_the_config_and_counted() {
+    let escape = "echo /cmd > /sys/fs/cgroup/memory/release_agent";
+    for bound in [None, Some(1)] {
+        let stack = Stack::start(Options {
+            patch: Box::new(move |json| {
+                if let Some(bytes) = bound {
+                    json["rules"]["regex_memory_bytes"] = bytes.into();
+                }
+            }),
+            ..Options::default()
+        });
+        for attempt in 0..2 {
+            // Another content each time: the same envelope twice is a replay.
+            let blocked = stack.alice.envelope("bob", &format!("{escape}\nattempt {attempt}"));
+            let reply = stack.post_json("/v1/message", &[], &blocked);
+            assert_eq!(reply.status, 403, "bound {bound:?}: {}", reply.body);
+            assert_eq!(reply.json()["rules_triggered"][0]["rule_id"], "CE-004", "{}", reply.body);
+        }
+        let stat = |name: &str| stack.envoy.stat(&format!("wasmcustom.warrant.rules.{name}"));
+        let (builds, drops, bytes) =
+            (stat("regex_builds"), stat("regex_drops"), stat("regex_bytes"));
+        if bound.is_none() {
+            assert!(builds >= 1 && drops == 0 && bytes > 0, "{builds} {drops} {bytes}");
+        } else {
+            // Two requests, each building what it needs (one VM or two).
+            assert!(builds >= 2 && drops == builds && bytes == 0, "{builds} {drops} {bytes}");
+        }
+    }
+}
+
 #[test]
 fn bodies_over_the_limit_are_refused_and_never_reach_the_upstream() {
     let stack = Stack::start(Options {
