@@ -1144,7 +1144,7 @@ mod tests {
         assert!(lazy.get(&budget).unwrap().is_match("a-b"));
         assert_eq!(budget.counts(), (bytes, 2, 1));
         // Over the NFA size limit: fails at every use, counts nothing.
-        let huge = prepare_pattern(PatternKind::Regex, "(?:[^\\n]{1000}){20}").unwrap().regex;
+        let huge = prepare_pattern(PatternKind::Regex, "(?:[^\\n]{1000}){200}").unwrap().regex;
         let budget = RegexBudget::new(0);
         assert!(huge.build(&budget).is_err() && huge.build(&budget).is_err());
         assert_eq!((huge.last_used(), budget.counts()), (None, (0, 0, 0)));
