@@ -877,22 +877,24 @@ impl Traffic {
         if self != Traffic::MixedEnvelope {
             assert_eq!(body.len(), body_size, "{} body size", self.name());
         }
-        // An empty `chain` sends no delegation header at all.
-        let delegation = if chain.is_empty() {
-            String::new()
-        } else {
-            format!("x-oktsec-delegation: {chain}\r\n")
-        };
-        let mut request = format!(
-            "POST {path} HTTP/1.1\r\nhost: {RECIPIENT_AUTHORITY}\r\n\
-             content-type: application/json\r\ncontent-length: {}\r\n\
-             {delegation}{extra}\r\n",
-            body.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(&body);
-        request
+        raw_request(path, &body, chain, &extra)
     }
+}
+
+/// A raw HTTP/1.1 POST of a JSON `body` to the recipient, with the
+/// delegation chain `chain` (none when empty) and `extra` header lines.
+pub fn raw_request(path: &str, body: &[u8], chain: &str, extra: &str) -> Vec<u8> {
+    let delegation =
+        if chain.is_empty() { String::new() } else { format!("x-oktsec-delegation: {chain}\r\n") };
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {RECIPIENT_AUTHORITY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\
+         {delegation}{extra}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
 }
 
 /// The bodies of the rule engine's own benchmark: one definition of the

@@ -34,6 +34,8 @@
 //!    (the filter's time); and (4c) envelope prose, MCP
 //!    arguments and mixed traffic of each size through that stack, with
 //!    the rule engine's throughput read from the filter's scan counters;
+//!    and (4d) every example of the rule library once through each Warrant
+//!    stack, so that nearly every pattern's regex has been built;
 //! 5. reads each VM's linear memory from `/proc/PID/smaps`;
 //! 6. prints the table (and writes it to `--out`).
 
@@ -285,6 +287,12 @@ fn main() {
         .flat_map(|s| bench::vm_configure_times(&s.envoy.log()))
         .collect();
 
+    // 4d. Every example of the rule library once through each Warrant
+    //     stack: text that makes nearly every pattern a candidate, so the
+    //     memory below includes the built regexes' worst case (bounded by
+    //     `rules.regex_memory_bytes`).
+    let examples = library_examples(&stacks, &cast);
+
     // 5. Memory, after all the traffic.
     let mut memory = BTreeMap::new();
     for stack in &stacks {
@@ -297,7 +305,7 @@ fn main() {
         report.e2e(&plan, &setups, &runs);
         report.startup(&validate_filter, &validate_base, &configure_ms, &first_request);
     }
-    report.memory(&memory, args.concurrency, &args.only);
+    report.memory(&memory, args.concurrency, &args.only, examples);
     report.chains(&chain_runs);
     report.scans(&chain_runs.setup, &scans);
     report.components(&args.criterion, modes.async_mode);
@@ -669,6 +677,29 @@ fn chain_pair(
         (after[i].1 - before[i].1) as f64 / requests.max(1) as f64 / 1000.0
     };
     PairWork { none_us: us(0), cached_us: us(1), rps }
+}
+
+/// Sends every true- and false-positive example of the built-in library,
+/// as a signed envelope each, through every Warrant stack; returns how many
+/// each stack got. Any answer will do (the true positives are blocked or
+/// quarantined): what counts is that each was scanned.
+fn library_examples(stacks: &[BenchStack], cast: &Cast) -> usize {
+    let rules = warrant_rules::builtin_rules().expect("the built-in library parses");
+    let texts: Vec<&String> = rules
+        .iter()
+        .flat_map(|r| r.examples.true_positive.iter().chain(&r.examples.false_positive))
+        .collect();
+    for stack in stacks.iter().filter(|s| !matches!(s.setup, Setup::Baseline | Setup::Floor)) {
+        eprintln!("warrant-bench: {} library examples through {}", texts.len(), stack.setup.name());
+        let mut client = Client::new(stack.port());
+        for text in &texts {
+            let body = cast.sender.envelope(&cast.recipient, text).to_string();
+            let request = bench::raw_request("/v1/message", body.as_bytes(), "", "");
+            let status = client.send(&request).unwrap_or_else(|e| panic!("example: {e}"));
+            assert!(matches!(status, 200 | 202 | 403), "example {text:?} answered {status}");
+        }
+    }
+    texts.len()
 }
 
 /// The body kinds of [`scan_in_envoy`].
@@ -1354,9 +1385,10 @@ impl Report {
         memory: &BTreeMap<Setup, (u64, Vec<u64>)>,
         concurrency: u32,
         only: &[Only],
+        examples: usize,
     ) {
         const MIB: f64 = 1024.0 * 1024.0;
-        let after = if only.is_empty() {
+        let runs = if only.is_empty() {
             "the runs".to_string()
         } else {
             let steps: Vec<&str> = only
@@ -1368,6 +1400,7 @@ impl Report {
                 .collect();
             steps.join(" and ")
         };
+        let after = format!("{runs} and the library's {examples} examples (4d)");
         // `--only scans` starts no baseline: then no RSS row.
         let base_rss = memory.get(&Setup::Baseline).map(|m| m.0);
         let warrant = |s: &Setup| !matches!(s, Setup::Baseline | Setup::Floor);
