@@ -15,7 +15,9 @@
 //! word, such as `eager`, does that), and optionally a number of MiB of
 //! other memory to write before each scan, as a busy worker does between
 //! two requests: those scans (timed one by one, the writing not timed) run
-//! with cold caches.
+//! with cold caches; and `examples` as a sixth argument to scan every
+//! example of the library once before, which builds nearly every pattern's
+//! regex (within `rules.regex_memory_bytes`).
 //!
 //! It also builds for `wasm32-wasip1`, to run inside V8 with Node's WASI,
 //! with Envoy's V8 flags `--no-liftoff --no-wasm-lazy-compilation` (see
@@ -65,6 +67,20 @@ fn main() {
         engine.compile_all().expect("library builds");
     }
     linear_memory("with the engine built");
+    // `examples` as the sixth argument: every example of the library
+    // scanned once first, one text at a time, as `warrant-bench` step 4d
+    // sends them (nearly every pattern becomes a candidate).
+    if args.get(6).map(String::as_str) == Some("examples") {
+        let rules = warrant_rules::builtin_rules().expect("library parses");
+        for rule in &rules {
+            for text in rule.examples.true_positive.iter().chain(&rule.examples.false_positive) {
+                black_box(
+                    engine.evaluate(&[ContentPart { kind: ContentKind::Message, text }], "a"),
+                );
+            }
+        }
+        linear_memory("after every example of the library");
+    }
     let parts = [ContentPart { kind, text: &text }];
     let evaluation = engine.evaluate(&parts, "bench-agent");
     linear_memory("after one scan");

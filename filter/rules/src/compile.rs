@@ -91,15 +91,18 @@ impl ByteSet {
 /// [`Engine::compile_all`](crate::Engine::compile_all) checks that (the
 /// library's tests call it, custom rules are built eagerly).
 ///
-/// Built, the library's regexes take about 25 MiB of a VM's linear memory
-/// (measured 2026-12-04 in V8: 22.6 MiB with none built, 47.4 MiB with all;
-/// `EX-006` alone takes 1 MB natively), which traffic that makes every
-/// pattern a candidate sooner or later would reach. So the engine keeps at
-/// most [`RegexBudget`]'s limit of them between scans, dropping the least
+/// Built and searched, the library's regexes take about 50 MiB of a VM's
+/// linear memory (measured 2026-12-04 in V8: 22.6 MiB with none built,
+/// 75.9 MiB after every example of the library was scanned; `EX-006` alone
+/// takes 1 MB natively), which traffic that makes every pattern a candidate
+/// sooner or later would reach. So the engine keeps at most
+/// [`RegexBudget`]'s limit of them between scans, dropping the least
 /// recently used, and builds a dropped one again when it is needed.
 #[derive(Debug)]
 pub(crate) struct LazyRegex {
-    hir: Hir,
+    /// The pattern as RE2 syntax, parsed again to build: the library's
+    /// parsed patterns (HIR) held between builds took about 3 MiB per VM.
+    source: Box<str>,
     state: Mutex<Built>,
 }
 
@@ -118,8 +121,8 @@ enum Built {
 }
 
 impl LazyRegex {
-    fn new(hir: Hir) -> LazyRegex {
-        LazyRegex { hir, state: Mutex::new(Built::Not) }
+    fn new(source: String) -> LazyRegex {
+        LazyRegex { source: source.into_boxed_str(), state: Mutex::new(Built::Not) }
     }
 
     /// The regex, built now if it is not; `None` if it cannot be built
@@ -139,9 +142,12 @@ impl LazyRegex {
             Built::Failed(problem) => return Err(problem.clone()),
             Built::Not => {}
         }
-        match build(&self.hir) {
+        match parse_re2(&self.source).and_then(|hir| build(&hir)) {
             Ok(regex) => {
-                let bytes = regex.memory_usage();
+                // The automata, and the search cache each regex keeps
+                // beside them (as it is new: the lazy DFA's grows from
+                // there), about as much again.
+                let bytes = regex.memory_usage() + regex.create_cache().memory_usage();
                 budget.built(bytes);
                 let regex = Arc::new(regex);
                 *state = Built::Regex { regex: Arc::clone(&regex), bytes, used: budget.tick() };
@@ -185,8 +191,8 @@ pub(crate) struct RegexBudget {
 }
 
 impl RegexBudget {
-    /// A budget of `limit` heap bytes (`meta::Regex::memory_usage`: the
-    /// automata, not the search caches that grow with them).
+    /// A budget of `limit` heap bytes, each regex counted as its automata
+    /// (`meta::Regex::memory_usage`) plus a new search cache.
     pub(crate) fn new(limit: usize) -> RegexBudget {
         RegexBudget {
             limit,
@@ -268,7 +274,7 @@ pub(crate) fn prepare_pattern(
         needs_non_ascii: requires_non_ascii(&hir),
         starts: start_literals(&hir),
         first_bytes: first_bytes(&hir),
-        regex: LazyRegex::new(hir),
+        regex: LazyRegex::new(source),
     })
 }
 
@@ -1129,8 +1135,9 @@ mod tests {
         let lazy = prepare_pattern(PatternKind::Regex, "(?i)a[^\\n]{0,40}b").unwrap().regex;
         assert_eq!((lazy.last_used(), budget.counts()), (None, (0, 0, 0)));
         let first = lazy.get(&budget).unwrap();
-        let bytes = first.memory_usage();
-        assert!(bytes > 0);
+        // The automata and a new search cache.
+        let bytes = first.memory_usage() + first.create_cache().memory_usage();
+        assert!(first.memory_usage() > 0 && bytes > first.memory_usage());
         assert_eq!(budget.counts(), (bytes, 1, 0));
         assert_eq!(budget.excess(), bytes);
         // A second use builds nothing and moves the clock.

@@ -46,17 +46,18 @@ pub struct RulesConfig {
     /// apply to that agent's requests only. Default empty.
     #[serde(default)]
     pub agents: BTreeMap<String, AgentRules>,
-    /// The most heap the built regexes keep between scans, in bytes. A
-    /// pattern's regex is built the first time the pattern is a candidate;
-    /// past this the least recently used are dropped after a scan and built
-    /// again when needed. Default [`DEFAULT_REGEX_MEMORY_BYTES`] (6 MiB;
-    /// the whole library built takes about 25 MiB).
+    /// The most heap the built regexes keep between scans, in bytes (their
+    /// automata and search caches). A pattern's regex is built the first
+    /// time the pattern is a candidate; past this the least recently used
+    /// are dropped after a scan and built again when needed. Default
+    /// [`DEFAULT_REGEX_MEMORY_BYTES`] (8 MiB; the whole library built takes
+    /// about 40 MiB counted so).
     #[serde(default = "default_regex_memory_bytes")]
     pub regex_memory_bytes: usize,
 }
 
 /// Default of [`RulesConfig::regex_memory_bytes`].
-pub const DEFAULT_REGEX_MEMORY_BYTES: usize = 6 << 20;
+pub const DEFAULT_REGEX_MEMORY_BYTES: usize = 8 << 20;
 
 impl Default for RulesConfig {
     fn default() -> RulesConfig {

@@ -116,8 +116,8 @@ pub struct Engine {
 /// What an engine's built regexes hold ([`Engine::regex_memory`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RegexMemory {
-    /// Heap bytes of the regexes built now (their automata; the search
-    /// caches that grow with them come on top).
+    /// Heap bytes of the regexes built now: their automata and a new
+    /// search cache each (the lazy DFA's cache grows from there).
     pub bytes: usize,
     /// Regexes built since the engine was made (a dropped one that is
     /// needed again counts again).
