@@ -13,7 +13,11 @@
 //!   bytes ends it;
 //! - with default settings each finding contributes its severity's verdict,
 //!   and the verdict is the strictest of them (clean with none);
-//! - a credential planted in the text is never copied into a finding.
+//! - a credential planted in the text is never copied into a finding;
+//! - an engine whose built regexes are bounded below the library's needs
+//!   (`rules.regex_memory_bytes` of 1 MiB: once the inputs have made
+//!   enough patterns candidates, it drops and rebuilds regexes) gives the
+//!   same evaluation, and holds at most that much after each.
 
 #![no_main]
 
@@ -21,7 +25,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use warrant_rules::redact::MAX_MATCHED_BYTES;
-use warrant_rules::{ContentKind, ContentPart, Engine, Evaluation, Verdict, MAX_FINDINGS};
+use warrant_rules::{
+    ContentKind, ContentPart, Engine, Evaluation, RulesConfig, Verdict, MAX_FINDINGS,
+};
 
 /// A well-formed AWS access key id (the documentation's example).
 const PLANTED: &str = "AKIAIOSFODNN7EXAMPLE";
@@ -29,6 +35,17 @@ const PLANTED: &str = "AKIAIOSFODNN7EXAMPLE";
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| Engine::new(&Default::default()).expect("the built-in library compiles"))
+}
+
+/// The bound of [`small_engine`]'s built regexes.
+const SMALL_BUDGET: usize = 1 << 20;
+
+fn small_engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let config = RulesConfig { regex_memory_bytes: SMALL_BUDGET, ..RulesConfig::default() };
+        Engine::new(&config).expect("the built-in library compiles")
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -47,6 +64,9 @@ fuzz_target!(|data: &[u8]| {
         parts.iter().map(|(kind, text)| ContentPart { kind: *kind, text }).collect();
     let evaluation = engine().evaluate(&borrowed, "fuzz");
     check(&evaluation, &parts);
+    assert_eq!(small_engine().evaluate(&borrowed, "fuzz"), evaluation, "with a small regex bound");
+    let held = small_engine().regex_memory().bytes;
+    assert!(held <= SMALL_BUDGET, "{held} bytes of regexes held after a scan");
 
     // The same text with a credential planted in the middle of the first
     // part, between blanks.
