@@ -557,6 +557,11 @@ pub enum Setup {
 }
 
 impl Setup {
+    /// Whether Warrant's filter runs in it (not the baseline or the floor).
+    pub fn runs_warrant(self) -> bool {
+        !matches!(self, Setup::Baseline | Setup::Floor)
+    }
+
     /// Its name in the report.
     pub fn name(self) -> &'static str {
         match self {
@@ -744,7 +749,7 @@ impl BenchStack {
 pub fn render(setup: Setup, out: &Path, ports: Ports, patch: &dyn Fn(&mut serde_json::Value)) {
     let template = crate::repo_root().join("envoy/envoy.yaml");
     envoy::render(&template, out, ports, patch);
-    if !matches!(setup, Setup::Baseline | Setup::Floor) {
+    if setup.runs_warrant() {
         return;
     }
     let text = std::fs::read_to_string(out).expect("read rendered config");

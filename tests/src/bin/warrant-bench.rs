@@ -283,7 +283,7 @@ fn main() {
     // 10 s by default): read the start-up lines once the runs are over.
     let configure_ms: Vec<f64> = stacks
         .iter()
-        .filter(|s| !matches!(s.setup, Setup::Baseline | Setup::Floor))
+        .filter(|s| s.setup.runs_warrant())
         .flat_map(|s| bench::vm_configure_times(&s.envoy.log()))
         .collect();
 
@@ -689,7 +689,7 @@ fn library_examples(stacks: &[BenchStack], cast: &Cast) -> usize {
         .iter()
         .flat_map(|r| r.examples.true_positive.iter().chain(&r.examples.false_positive))
         .collect();
-    for stack in stacks.iter().filter(|s| !matches!(s.setup, Setup::Baseline | Setup::Floor)) {
+    for stack in stacks.iter().filter(|s| s.setup.runs_warrant()) {
         eprintln!("warrant-bench: {} library examples through {}", texts.len(), stack.setup.name());
         let mut client = Client::new(stack.port());
         for text in &texts {
@@ -1403,8 +1403,7 @@ impl Report {
         let after = format!("{runs} and the library's {examples} examples (4d)");
         // `--only scans` starts no baseline: then no RSS row.
         let base_rss = memory.get(&Setup::Baseline).map(|m| m.0);
-        let warrant = |s: &Setup| !matches!(s, Setup::Baseline | Setup::Floor);
-        for (setup, (rss, vms)) in memory.iter().filter(|(s, _)| warrant(s)) {
+        for (setup, (rss, vms)) in memory.iter().filter(|(s, _)| s.runs_warrant()) {
             let sizes: Vec<f64> = vms.iter().map(|b| *b as f64 / MIB).collect();
             let max = sizes.iter().copied().fold(0.0_f64, f64::max);
             self.row(
