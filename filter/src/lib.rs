@@ -43,7 +43,7 @@ use warrant_core::outbox::{gap_record, Outbox, OutboxConfig, Settled};
 use warrant_core::pipeline::{
     evaluate, refuse_early, ChainCheck, Env, Outcome, ScanCost, FACT_PREFIX,
 };
-use warrant_core::request::{HeaderNames, RequestHead};
+use warrant_core::request::{decode_header_map, HeaderNames, RequestHead};
 use warrant_delegation::ChainCache;
 use warrant_session::{OsRandom, SetError, SharedStore, StoreError};
 use warrant_wire::{AuditRecord, APPEND_BATCH_METHOD, APPEND_METHOD, AUDIT_SERVICE};
@@ -853,26 +853,24 @@ impl WarrantHttp {
 
     fn request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let received = now_nanos();
-        let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
-            Ok(headers) => headers,
-            Err(status) => {
-                error!(
-                    "#{} on_http_request_headers: cannot read headers: {status:?}",
-                    self.context_id
-                );
-                Vec::new()
-            }
-        };
+        let serialized = host::request_headers().unwrap_or_else(|status| {
+            error!(
+                "#{} on_http_request_headers: cannot read headers: host status {}",
+                self.context_id, status.0
+            );
+            Vec::new()
+        });
+        let headers = decode_header_map(&serialized).unwrap_or_else(|e| {
+            error!("#{} on_http_request_headers: {e}", self.context_id);
+            Vec::new()
+        });
         let policy = self.policy();
         let names = HeaderNames {
             identity: &policy.config.identity.header,
             delegation: &policy.config.delegation.header,
             session: &policy.config.sessions.header,
         };
-        let mut head = RequestHead::from_headers(
-            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-            &names,
-        );
+        let mut head = RequestHead::from_headers(headers, &names);
         head.received_at_unix_nanos = received;
         if policy.config.identity.sources.contains(&IdentitySource::Mtls) {
             head.peer_uri_sans = peer_uri_sans();

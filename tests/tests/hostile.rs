@@ -255,6 +255,79 @@ type Edit = Box<dyn Fn(&mut serde_json::Value)>;
 
 /// A signed envelope whose fields are then changed by `edit` (after
 /// signing, so the signature covers the original).
+/// HTTP allows any byte from 0x80 up in a header value (`obs-text`), and
+/// Envoy passes such values to the filter. The proxy-wasm SDK's reading of
+/// the headers (`get_map`) panics on them, which killed the worker's VM on
+/// one request from anyone (this test's first case answered 503 without a
+/// record); the filter now reads the host's bytes itself. Each request gets
+/// its decision and one record, and the filter stays healthy. A forwarded
+/// request still carries such a header upstream (but the session header,
+/// which the filter replaces), where this test's upstream (tiny_http, ASCII
+/// headers only) drops the connection: Envoy answers 503 for it, and the
+/// record shows what the filter decided.
+#[test]
+fn header_values_that_are_not_utf8_get_defined_answers_and_leave_the_filter_healthy() {
+    let stack = start(1);
+    let ok = chain(&stack.bob, "alice", &[], now_secs());
+    let body = br#"{"note":"status report"}"#;
+    let request = |extra: &[u8]| {
+        let mut raw = format!(
+            "POST /v1/message HTTP/1.1\r\nhost: bob\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(extra);
+        raw.extend_from_slice(b"\r\n");
+        raw.extend_from_slice(body);
+        raw
+    };
+    let alice = &b"x-warrant-agent: alice\r\n"[..];
+    let chain_header =
+        |tail: &[u8]| [alice, b"x-oktsec-delegation: ", ok.as_bytes(), tail].concat();
+    // (case, extra header lines, status, decision, sender recorded)
+    let upstream_drops = 503;
+    let cases: Vec<(&str, Vec<u8>, u16, &str, &str)> = vec![
+        (
+            "latin-1 in another header",
+            [alice, b"x-note: caf\xe9\r\n"].concat(),
+            upstream_drops,
+            "allow",
+            "alice",
+        ),
+        (
+            "0xff in the identity header",
+            b"x-warrant-agent: al\xffice\r\n".to_vec(),
+            400,
+            "invalid_request",
+            "",
+        ),
+        ("0xff after a valid chain", chain_header(b"\xff\r\n"), 403, "delegation_invalid", "alice"),
+        (
+            "0x80 in the session header",
+            [alice, b"x-oktsec-session: s\x80\xff\r\n"].concat(),
+            200, // the filter replaces the malformed session id upstream
+            "allow",
+            "alice",
+        ),
+        ("the valid chain, after all that", chain_header(b"\r\n"), 200, "allow", "alice"),
+    ];
+    for (name, extra, status, _, _) in &cases {
+        let (got, text) =
+            warrant_e2e::bench::Client::send_verbose(stack.envoy.port, &request(extra))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(got, *status, "{name}: {text}");
+    }
+    let records = stack.records();
+    let got: Vec<(&str, &str)> =
+        records.iter().map(|r| (r.decision.as_str(), r.from.as_str())).collect();
+    let want: Vec<(&str, &str)> = cases.iter().map(|c| (c.3, c.4)).collect();
+    assert_eq!(got, want);
+    assert!(records[3].notes.contains("malformed session header replaced"), "{}", records[3].notes);
+    assert_eq!(records[4].delegation_root, "bob");
+    assert_filter_healthy(&stack);
+}
+
 fn edited(agent: &Agent, edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
     let mut value = agent.envelope("bob", "A perfectly ordinary message");
     edit(&mut value);

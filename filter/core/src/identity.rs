@@ -142,19 +142,26 @@ pub fn identify(
                 .find_map(|san| identity.spiffe.get(san))
                 .map(|name| (name.clone(), String::new())),
             IdentitySource::Header => match head.identity_header.as_deref() {
-                Some(value) if valid_name(value) => Some((value.to_string(), String::new())),
-                Some(value) => {
-                    return Err(refuse(
-                        Decision::InvalidRequest,
-                        format!(
-                            "identity header `{}` holds an invalid agent name ({} bytes)",
-                            identity.header,
-                            value.len()
-                        ),
-                        SignatureState::Unsigned,
-                        String::new(),
-                    ))
-                }
+                Some(value) => match std::str::from_utf8(value) {
+                    Ok(name) if valid_name(name) => Some((name.to_string(), String::new())),
+                    utf8 => {
+                        let what = if utf8.is_ok() {
+                            "an invalid agent name"
+                        } else {
+                            "bytes that are not UTF-8"
+                        };
+                        return Err(refuse(
+                            Decision::InvalidRequest,
+                            format!(
+                                "identity header `{}` holds {what} ({} bytes)",
+                                identity.header,
+                                value.len()
+                            ),
+                            SignatureState::Unsigned,
+                            String::new(),
+                        ));
+                    }
+                },
                 None => None,
             },
         };

@@ -3,10 +3,14 @@
 //! ([`warrant_fuzz::pipeline_config`]) and a fresh in-memory session store,
 //! seeded randomness and chain cache per input.
 //!
-//! Input: header lines `name: value`, an empty line, the body (see
-//! [`warrant_fuzz::parse_request`]; `peer-san: URI` plays an mTLS peer).
+//! Input: header lines `name: value` (values any bytes but a newline), an
+//! empty line, the body (see [`warrant_fuzz::parse_request`]; `peer-san:
+//! URI` plays an mTLS peer). The headers go through the host's header-map
+//! serialisation and `decode_header_map` first, as in the filter.
 //!
 //! Properties, beyond "never panics":
+//! - the header map decodes to the pairs it was encoded from, and the raw
+//!   input read as a header map is an error or pairs, never a panic;
 //! - the outcome carries one complete record: the given message id, the
 //!   body's SHA-256, and `decision`, `status` and `http_status` as the
 //!   decision maps them ([`Decision::code`], [`Decision::status`],
@@ -51,6 +55,7 @@ fn clock() -> u64 {
 
 fuzz_target!(|data: &[u8]| {
     let policy = policy();
+    let _ = warrant_core::request::decode_header_map(data);
     let (head, body) = parse_request(data);
     let store = MemoryStore::new();
     policy.sessions.prepare(&store).expect("memory store");

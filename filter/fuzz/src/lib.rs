@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
-use warrant_core::request::{HeaderNames, RequestHead};
+use warrant_core::request::{decode_header_map, encode_header_map, HeaderNames, RequestHead};
 use warrant_delegation::keys::KeyStore;
 use warrant_delegation::Timestamp;
 
@@ -75,34 +75,40 @@ pub const HEADER_NAMES: HeaderNames<'static> = HeaderNames {
 /// Reads a `pipeline` input: header lines `name: value` (names lowercased,
 /// pseudo-headers such as `:method` included; `peer-san: URI` sets an mTLS
 /// peer SAN instead of a header), an empty line, then the body bytes. Input
-/// without an empty line is all headers. Lines that are not UTF-8 or have
-/// no `:` after their first byte are skipped.
+/// without an empty line is all headers. Values may hold any bytes but a
+/// newline (HTTP's `obs-text` included); lines with no `:` after their
+/// first byte are skipped. The headers reach the [`RequestHead`] the way
+/// the filter reads them: written in the host's header-map serialisation
+/// and read back with [`decode_header_map`], which must give the same pairs.
 pub fn parse_request(data: &[u8]) -> (RequestHead, &[u8]) {
     let (head_bytes, body) = match find(data, b"\n\n") {
         Some(at) => (&data[..at], &data[at + 2..]),
         None => (data, &data[data.len()..]),
     };
-    let mut headers = Vec::new();
+    let mut headers: Vec<(Vec<u8>, &[u8])> = Vec::new();
     let mut sans = Vec::new();
     for line in head_bytes.split(|b| *b == b'\n') {
-        let Ok(line) = std::str::from_utf8(line) else { continue };
         // Skip the first byte when looking for the separator, so that
         // pseudo-headers (`:path: /x`) split after their name.
-        let Some(at) = line.get(1..).and_then(|rest| rest.find(':')).map(|i| i + 1) else {
+        let Some(at) = line.get(1..).and_then(|rest| rest.iter().position(|b| *b == b':')) else {
             continue;
         };
-        let name = line[..at].trim().to_ascii_lowercase();
-        let value = line[at + 1..].trim_start().to_string();
-        if name == "peer-san" {
-            sans.push(value);
+        let at = at + 1;
+        let name = line[..at].trim_ascii().to_ascii_lowercase();
+        let value = line[at + 1..].trim_ascii_start();
+        if name == b"peer-san" {
+            sans.push(String::from_utf8_lossy(value).into_owned());
         } else {
             headers.push((name, value));
         }
     }
-    let mut head = RequestHead::from_headers(
-        headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-        &HEADER_NAMES,
+    let serialized = encode_header_map(&headers);
+    let pairs = decode_header_map(&serialized).expect("an encoded header map decodes");
+    assert!(
+        pairs.iter().map(|(n, v)| (*n, *v)).eq(headers.iter().map(|(n, v)| (n.as_slice(), *v))),
+        "the header map round trip changed the headers"
     );
+    let mut head = RequestHead::from_headers(pairs, &HEADER_NAMES);
     head.peer_uri_sans = sans;
     head.received_at_unix_nanos = NOW_SECS * 1_000_000_000;
     (head, body)
