@@ -549,11 +549,12 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan, dir: &Path) -> Ch
             let work = chain_cpu(stack, [&none, &cached], dir, plan, rep);
             eprintln!(
                 "warrant-bench: chains rep {} {} CPU time per request, saturated blocks: {:.1} µs \
-                 no chain, {:.1} µs cached",
+                 no chain, {:.1} µs cached; added, median of the pairs of blocks: {:.1} µs",
                 rep + 1,
                 stack.setup.name(),
                 work.none_us,
-                work.cached_us
+                work.cached_us,
+                work.added_us
             );
             cpu.entry(stack.setup == Setup::Baseline).or_default().push(work);
         }
@@ -562,16 +563,21 @@ fn chain_cost(stacks: &[BenchStack], cast: &Cast, plan: &Plan, dir: &Path) -> Ch
 }
 
 /// Blocks per case of [`chain_cpu`].
-const CPU_BLOCKS: usize = 3;
+const CPU_BLOCKS: usize = 10;
 
 /// Envoy's CPU time per request (all its threads, from the scheduler's
 /// accounting) for the no-chain and the cached request, each saturating
-/// `stack` by itself with `wrk` in blocks of a quarter of the saturation
-/// length that alternate between the two ([`CPU_BLOCKS`] each, the first
-/// case alternating between repetitions). Everything Envoy does for a
-/// request counts: the codec, the filter, the filter state, the upstream
-/// and audit connections; what trails a block (the `async` records sent on
-/// the next tick) falls into the next, of the other case.
+/// `stack` by itself with `wrk` in blocks of a fifth of the saturation
+/// length (at least a second) that alternate between the two
+/// ([`CPU_BLOCKS`] each, the first case alternating between repetitions).
+/// Everything Envoy does for a request counts: the codec, the filter, the
+/// filter state, the upstream and audit connections; what trails a block
+/// (the `async` records sent on the next tick) falls into the next, of the
+/// other case. The added time is the median over the pairs of adjacent
+/// blocks of the cached block's time per request minus the no-chain
+/// block's: the machine's drift over a repetition (the sidecar's
+/// checkpoints, other processes) moves both blocks of a pair alike, and one
+/// disturbed block moves one pair, not the result.
 fn chain_cpu(
     stack: &BenchStack,
     requests: [&Arc<Vec<u8>>; 2],
@@ -584,22 +590,29 @@ fn chain_cpu(
         std::fs::write(&file, requests[i].as_slice()).expect("write request");
         file
     });
-    let block = (plan.saturation / 4).max(Duration::from_secs(1));
+    let block = (plan.saturation / 5).max(Duration::from_secs(1));
     let pid = stack.envoy.process.pid();
     let (mut nanos, mut sent, mut seconds) = ([0u64; 2], [0u64; 2], 0.0);
+    let mut pair = [0.0f64; 2];
+    let mut added = Vec::with_capacity(CPU_BLOCKS);
     for b in 0..2 * CPU_BLOCKS {
         let case = (b + rep) % 2;
         let before = bench::cpu_nanos(pid);
         let run = wrk(stack.port(), &files[case], dir, block, WRK_CONNECTIONS)
             .unwrap_or_else(|e| panic!("wrk: {e}"));
-        nanos[case] += bench::cpu_nanos(pid) - before;
+        let used = bench::cpu_nanos(pid) - before;
         assert_eq!(run.non_2xx + run.errors, 0, "CPU block through {}", stack.setup.name());
+        nanos[case] += used;
         sent[case] += run.requests;
         seconds += block.as_secs_f64();
+        pair[case] = used as f64 / run.requests.max(1) as f64 / 1000.0;
+        if b % 2 == 1 {
+            added.push(pair[1] - pair[0]);
+        }
     }
     let us = |i: usize| nanos[i] as f64 / sent[i].max(1) as f64 / 1000.0;
     let rps = (sent[0] + sent[1]) as f64 / seconds;
-    PairWork { none_us: us(0), cached_us: us(1), rps }
+    PairWork { none_us: us(0), cached_us: us(1), added_us: bench::spread(&added).1, rps }
 }
 
 /// What [`chain_cost`] measured.
@@ -623,6 +636,9 @@ type ChainRuns = BTreeMap<(bool, ChainCase), Vec<Run>>;
 struct PairWork {
     none_us: f64,
     cached_us: f64,
+    /// What the cached request adds: `cached_us - none_us`, or for
+    /// [`chain_cpu`] the median of its pairs of blocks.
+    added_us: f64,
     rps: f64,
 }
 
@@ -676,7 +692,7 @@ fn chain_pair(
         let requests = after[i].0 - before[i].0;
         (after[i].1 - before[i].1) as f64 / requests.max(1) as f64 / 1000.0
     };
-    PairWork { none_us: us(0), cached_us: us(1), rps }
+    PairWork { none_us: us(0), cached_us: us(1), added_us: us(1) - us(0), rps }
 }
 
 /// Sends every true- and false-positive example of the built-in library,
@@ -1188,16 +1204,16 @@ impl Report {
             );
         }
         if let Some(own) = results.cpu.get(&false) {
-            let added: Vec<f64> = own.iter().map(|w| w.cached_us - w.none_us).collect();
-            let ratio: Vec<f64> = own.iter().map(|w| w.cached_us / w.none_us).collect();
+            let added: Vec<f64> = own.iter().map(|w| w.added_us).collect();
+            let ratio: Vec<f64> = own.iter().map(|w| 1.0 + w.added_us / w.none_us).collect();
             let none: Vec<f64> = own.iter().map(|w| w.none_us).collect();
             let base = results.cpu.get(&true).map(Vec::as_slice).unwrap_or_default();
-            let base: Vec<f64> = base.iter().map(|w| w.cached_us - w.none_us).collect();
+            let base: Vec<f64> = base.iter().map(|w| w.added_us).collect();
             self.row(
                 format!(
                     "cached 3-hop chain: added Envoy CPU time per request (all its threads), \
                      saturated by `wrk -c{WRK_CONNECTIONS}` in blocks alternating no-chain and \
-                     cached requests, {CPU_BLOCKS} each (ratio; the no-chain requests' own {}); \
+                     cached requests, {CPU_BLOCKS} each, the median of the pairs' differences (ratio; the no-chain requests' own {}); \
                      the same through the baseline Envoy (no filter): the header's cost to \
                      Envoy, {setup}",
                     fmt_spread(spread(&none), " µs", 1)
