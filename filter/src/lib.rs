@@ -40,9 +40,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 use warrant_core::config::{AuditMode, IdentitySource, Policy};
 use warrant_core::decision::Decision;
 use warrant_core::outbox::{gap_record, Outbox, OutboxConfig, Settled};
-use warrant_core::pipeline::{
-    evaluate, refuse_early, ChainCheck, Env, Outcome, ScanCost, FACT_PREFIX,
-};
+use warrant_core::pipeline::{evaluate, refuse_early, ChainCheck, Env, Outcome, ScanCost};
 use warrant_core::request::{decode_header_map, HeaderNames, RequestHead};
 use warrant_delegation::ChainCache;
 use warrant_session::{OsRandom, SetError, SharedStore, StoreError};
@@ -645,9 +643,10 @@ impl WarrantHttp {
         Action::Pause
     }
 
-    /// Sets the verified facts as Wasm properties. Envoy keeps property `P`
-    /// as the filter state object `wasm.P` of this request, which the RBAC
-    /// filter after this one (`filter_state` principals) and access logs
+    /// Sets the verified facts the configuration asks for as Wasm
+    /// properties. Envoy keeps property `P` as the filter state object
+    /// `wasm.P` of this request, which the RBAC filter after this one
+    /// (`filter_state` principals) and access logs
     /// (`%FILTER_STATE(wasm.warrant.sender:PLAIN)%`) read. Each property is
     /// set once per request; Envoy refuses a property only without a
     /// stream (never in an HTTP context) or when it was declared read-only
@@ -655,8 +654,8 @@ impl WarrantHttp {
     /// which [`host::set_property`] returns instead.
     fn export_facts(&self, outcome: &Outcome) {
         for (fact, value) in &outcome.facts {
-            let name = format!("{FACT_PREFIX}{fact}");
-            if let Err(status) = host::set_property(&name, value.as_bytes()) {
+            let name = fact.property();
+            if let Err(status) = host::set_property(name, value.as_bytes()) {
                 warn!("#{} cannot set property {name}: host status {}", self.context_id, status.0);
             }
         }

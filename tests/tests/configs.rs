@@ -84,13 +84,14 @@ fn rendered_envoy_filter_with_a_bad_plugin_config_is_refused_naming_the_field() 
 }
 
 #[test]
-fn audit_mode_and_buffer_are_checked_at_load_naming_the_field() {
+fn audit_mode_buffer_and_facts_are_checked_at_load_naming_the_field() {
     let mut base = base_config();
     set_plugin_configuration(&mut base, r#"{"audit": {"mode": "async", "buffer_records": 64}}"#);
     assert_validates(&base, "audit-async");
     for (name, json, field) in [
         ("audit-mode", r#"{"audit": {"mode": "later"}}"#, "field `audit.mode`"),
         ("audit-buffer", r#"{"audit": {"buffer_records": 0}}"#, "field `audit.buffer_records`"),
+        ("facts", r#"{"facts": ["sender", "root"]}"#, "field `facts[1]`"),
     ] {
         let mut base = base_config();
         set_plugin_configuration(&mut base, json);

@@ -365,35 +365,55 @@ fn template_with_rbac_example(dir: &std::path::Path, log: &std::path::Path) -> s
     path
 }
 
-#[test]
-fn verified_chain_root_drives_envoy_rbac_and_access_logs() {
+/// A stack with the RBAC example in place (see
+/// [`template_with_rbac_example`]), its plugin config changed by `patch`;
+/// two requests to `/admin/reports` from bob, for alice through a chain
+/// (answered 200) and on his own (RBAC's 403), then `more` requests; the
+/// access log's first `lines` lines (and the directory holding the log).
+fn rbac_example_run(
+    patch: impl Fn(&mut serde_json::Value) + Send + Sync + 'static,
+    more: impl Fn(&Stack, &dyn Fn(u32) -> serde_json::Value),
+    lines: usize,
+) -> (Stack, Reply, Vec<String>, tempfile::TempDir) {
     let scratch = tempfile::tempdir().unwrap();
     let log = scratch.path().join("access.log");
     let template = template_with_rbac_example(scratch.path(), &log);
-    let stack = Stack::start(Options { template, ..Options::default() });
+    let stack = Stack::start(Options { template, patch: Box::new(patch), ..Options::default() });
     let chain = stack.alice.grant("alice", "bob", &["research-agent"], Duration::from_secs(3600));
     // A new message per request: the same signed envelope twice is a replay.
     let body = |n: u32| stack.bob.envelope("research-agent", &format!("List reports, part {n}"));
 
-    // 1. bob acting for alice may use /admin/.
+    // bob acting for alice may use /admin/.
     let delegated = stack.post_json("/admin/reports", &[(HEADER, &chain)], &body(1));
     assert_eq!(delegated.status, 200, "{}", delegated.body);
-    // 2. bob on his own may not: Warrant allows it, Envoy's RBAC refuses.
+    // bob on his own may not: Warrant allows it, Envoy's RBAC refuses.
     let alone = stack.post_json("/admin/reports", &[], &body(2));
     assert_eq!(alone.status, 403, "{}", alone.body);
     assert!(alone.body.contains("RBAC"), "{}", alone.body);
-    // 3. Anything else passes.
-    let elsewhere = stack.post_json("/v1/message", &[], &body(3));
-    assert_eq!(elsewhere.status, 200, "{}", elsewhere.body);
+    more(&stack, &body);
+
+    // Envoy flushes the access log on a timer.
+    let what = format!("{lines} access log lines");
+    let text = warrant_e2e::wait::until(Duration::from_secs(10), &what, || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let found: Vec<String> = text.lines().map(str::to_string).collect();
+        (found.len() >= lines).then_some(found)
+    });
+    (stack, delegated, text, scratch)
+}
+
+#[test]
+fn verified_chain_root_drives_envoy_rbac_and_access_logs() {
+    // Anything but /admin/ passes.
+    let elsewhere = |stack: &Stack, body: &dyn Fn(u32) -> serde_json::Value| {
+        let reply = stack.post_json("/v1/message", &[], &body(3));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    };
+    let (stack, delegated, lines, _log) = rbac_example_run(|_| {}, elsewhere, 3);
     let seen: Vec<String> = stack.upstream.seen().iter().map(|s| s.path.clone()).collect();
     assert_eq!(seen, ["/admin/reports", "/v1/message"]);
 
-    // The access log prints the same facts (Envoy flushes it on a timer).
-    let lines = warrant_e2e::wait::until(Duration::from_secs(10), "3 access log lines", || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        (lines.len() >= 3).then_some(lines)
-    });
+    // The access log prints the same facts.
     let hash = stack.records()[0].delegation_chain_hash.clone();
     assert!(!hash.is_empty());
     assert!(lines[0].contains("/admin/reports 200 decision=allow sender=bob root=alice depth=1"));
@@ -401,4 +421,25 @@ fn verified_chain_root_drives_envoy_rbac_and_access_logs() {
     assert!(lines[1].contains("/admin/reports 403 decision=allow sender=bob root=- depth=-"));
     let session = delegated.header("x-oktsec-session").unwrap();
     assert!(lines[0].contains(&format!("session={session}")), "{}", lines[0]);
+}
+
+/// With `facts` listing only what the RBAC rule reads, the rule works as
+/// before and nothing else is set: the access log's other facts are "-",
+/// while the audit record keeps everything.
+#[test]
+fn only_the_configured_facts_reach_envoy() {
+    let only_root =
+        |json: &mut serde_json::Value| json["facts"] = serde_json::json!(["delegation_root"]);
+    let (stack, _, lines, _log) = rbac_example_run(only_root, |_, _| {}, 2);
+    assert!(
+        lines[0].contains(
+            "/admin/reports 200 decision=- sender=- root=alice depth=- chain=- session=-"
+        ),
+        "{}",
+        lines[0]
+    );
+    let record = &stack.records()[0];
+    assert_eq!((record.delegation_root.as_str(), record.delegation_depth), ("alice", 1));
+    assert_eq!(record.from, "bob");
+    assert!(!record.delegation_chain_hash.is_empty());
 }

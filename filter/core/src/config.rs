@@ -21,6 +21,7 @@ use warrant_delegation::{DelegationConfig, VerifyPolicy};
 use warrant_rules::{Engine, RulesConfig};
 use warrant_session::{SessionConfig, SessionTracker};
 
+use crate::facts::{Fact, FactSet};
 use crate::replay::{ReplayConfig, ReplayGuard, CAPACITY_RANGE};
 
 /// The JSON document, as written by the operator. Every field has a default
@@ -77,6 +78,14 @@ pub struct PluginConfig {
     /// empty: `allow` (default) or `deny`.
     #[serde(default)]
     pub default_policy: DefaultPolicy,
+    /// Which verified facts the filter sets as filter state for Envoy's
+    /// RBAC and access logs (see [`crate::facts`]). Default: all of them.
+    #[serde(default = "default_facts")]
+    pub facts: Vec<Fact>,
+}
+
+fn default_facts() -> Vec<Fact> {
+    Fact::ALL.to_vec()
 }
 
 /// One agent's authority.
@@ -339,6 +348,8 @@ pub struct Policy {
     pub sessions: SessionTracker,
     /// Replay detection over shared data (`None` when disabled).
     pub replay: Option<ReplayGuard>,
+    /// The facts the filter sets (`facts`).
+    pub facts: FactSet,
 }
 
 impl Policy {
@@ -374,7 +385,8 @@ impl Policy {
         let sessions = SessionTracker::new(&config.sessions)
             .map_err(|e| ConfigError::new("sessions", e.to_string()))?;
         let replay = config.replay.enabled.then(|| ReplayGuard::new(config.replay.capacity));
-        Ok(Policy { config, keys: store, rules, delegation, sessions, replay })
+        let facts = FactSet::of(&config.facts);
+        Ok(Policy { config, keys: store, rules, delegation, sessions, replay, facts })
     }
 }
 
@@ -417,6 +429,14 @@ fn validate(config: &PluginConfig) -> Result<(), ConfigError> {
                 config.replay.capacity
             ),
         ));
+    }
+    for (i, fact) in config.facts.iter().enumerate() {
+        if config.facts[..i].contains(fact) {
+            return Err(ConfigError::new(
+                format!("facts[{i}]"),
+                format!("`{}` is listed twice", fact.name()),
+            ));
+        }
     }
     let identity = &config.identity;
     if identity.sources.is_empty() {
@@ -584,6 +604,8 @@ mod tests {
                 r#"{"agents": {"a": {"can_message": ["x,y"]}}}"#,
                 "agents.a.can_message[0]",
             ),
+            ("unknown fact", r#"{"facts": ["sender", "root"]}"#, "facts[1]"),
+            ("duplicate fact", r#"{"facts": ["sender", "session", "sender"]}"#, "facts[2]"),
         ];
         for (name, json, field) in cases {
             assert_eq!(error(json).field(), *field, "case {name}: {}", error(json));

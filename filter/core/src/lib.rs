@@ -15,7 +15,7 @@
 //! - [`decision`]: the closed set of decisions, their HTTP mapping and the
 //!   local reply body;
 //! - [`pipeline`]: runs all of the above and yields an [`pipeline::Outcome`]
-//!   with the decision and its audit record;
+//!   with the decision, its audit record and the [`facts`] for Envoy;
 //! - [`message_id`]: the UUID v4 text that names each record;
 //! - [`outbox`]: the bounded buffer of records waiting for the sidecar's
 //!   acknowledgement in `audit.mode = "async"` (retries, backoff, gaps).
@@ -28,6 +28,7 @@ pub mod config;
 pub mod decision;
 pub mod envelope;
 pub mod extract;
+pub mod facts;
 pub mod identity;
 pub mod message_id;
 pub mod outbox;

@@ -17,7 +17,7 @@
 //! exactly one [`AuditRecord`].
 
 use sha2::{Digest, Sha256};
-use warrant_delegation::{authorize, tool_allowed, ChainCache, Timestamp};
+use warrant_delegation::{authorize, tool_allowed, ChainCache, Timestamp, VerifiedChain};
 use warrant_rules::Finding;
 use warrant_session::{parse_explicit, Explicit, RandomSource, SessionId, SharedStore};
 use warrant_wire::AuditRecord;
@@ -25,6 +25,7 @@ use warrant_wire::AuditRecord;
 use crate::config::{IdentitySource, Policy};
 use crate::decision::{reply_body, Decision};
 use crate::extract::{extract_limited, BodyKind};
+use crate::facts::Fact;
 use crate::identity::{identify, SignatureState};
 use crate::request::RequestHead;
 
@@ -68,10 +69,10 @@ pub struct Outcome {
     /// The audit record, complete but for `latency_micros`.
     pub record: AuditRecord,
     /// What the filter verified, for Envoy's own filters and access logs
-    /// (see [`FACT_PREFIX`]): name and value pairs. `sender` only when
-    /// authenticated; the `delegation_*` facts only when the chain verified
-    /// and is bound to the sender.
-    pub facts: Vec<(&'static str, String)>,
+    /// (see [`crate::facts`]), only those the configuration's `facts`
+    /// lists: `sender` only when authenticated; the `delegation_*` facts
+    /// only when the chain verified and is bound to the sender.
+    pub facts: Vec<(Fact, String)>,
     /// What step 8 scanned and how long it took; zero when the request was
     /// refused before the scan.
     pub scan: ScanCost,
@@ -141,12 +142,6 @@ pub struct ScanCost {
     /// Nanoseconds the rule engine's evaluation took.
     pub nanos: u64,
 }
-
-/// The facts an outcome exports are named `warrant.<fact>`; Envoy stores
-/// a Wasm property `P` as the filter state object `wasm.P`, so RBAC and
-/// access logs read `wasm.warrant.sender`, `wasm.warrant.delegation_root`,
-/// and so on.
-pub const FACT_PREFIX: &str = "warrant.";
 
 impl Outcome {
     /// The JSON body of the local reply (also for the 503 the glue sends
@@ -270,15 +265,12 @@ fn decide(
             return finish(policy, record, session, decision, why, Vec::new());
         }
         root = Some(chain.root().to_string());
-        chain_facts = vec![
-            ("delegation_root", chain.root().to_string()),
-            ("delegation_delegate", chain.delegate().to_string()),
-            ("delegation_depth", chain.depth().to_string()),
-            ("delegation_chain_hash", chain.chain_hash().to_string()),
-            ("delegation_path", chain.path().join(",")),
-        ];
-        if let Some(tools) = chain.tools() {
-            chain_facts.push(("delegation_tools", tools.join(",")));
+        if policy.facts.any_delegation() {
+            chain_facts = Fact::ALL
+                .into_iter()
+                .filter(|fact| policy.facts.contains(*fact))
+                .filter_map(|fact| Some((fact, chain_fact(&chain, fact)?)))
+                .collect();
         }
     } else if delegation.require_delegation {
         let why = format!("a delegation chain is required (header {})", delegation.header);
@@ -319,6 +311,20 @@ fn decide(
     outcome.facts.extend(chain_facts);
     outcome.scan = scan;
     outcome
+}
+
+/// The value of a `delegation_*` fact of a verified chain; `None` for the
+/// other facts, and for `delegation_tools` when the chain limits no tool.
+fn chain_fact(chain: &VerifiedChain, fact: Fact) -> Option<String> {
+    Some(match fact {
+        Fact::DelegationRoot => chain.root().to_string(),
+        Fact::DelegationDelegate => chain.delegate().to_string(),
+        Fact::DelegationDepth => chain.depth().to_string(),
+        Fact::DelegationChainHash => chain.chain_hash().to_string(),
+        Fact::DelegationPath => chain.path().join(","),
+        Fact::DelegationTools => chain.tools()?.join(","),
+        Fact::Decision | Fact::Sender | Fact::Session => return None,
+    })
 }
 
 /// Observes a verified envelope in the replay table.
@@ -467,12 +473,16 @@ fn finish(
         forward_headers.push((name.clone(), session.clone()));
         response_headers.push((name, session.clone()));
     }
-    let mut facts = vec![("decision", decision.code().to_string())];
-    if record.signature == SignatureState::Verified.as_str() {
-        facts.push(("sender", record.from.clone()));
+    let wanted = policy.facts;
+    let mut facts = Vec::new();
+    if wanted.contains(Fact::Decision) {
+        facts.push((Fact::Decision, decision.code().to_string()));
     }
-    if !session.is_empty() {
-        facts.push(("session", session.clone()));
+    if wanted.contains(Fact::Sender) && record.signature == SignatureState::Verified.as_str() {
+        facts.push((Fact::Sender, record.from.clone()));
+    }
+    if wanted.contains(Fact::Session) && !session.is_empty() {
+        facts.push((Fact::Session, session.clone()));
     }
     record.session_id = session;
     let (scan, chain) = (ScanCost::default(), ChainCheck::None);
@@ -781,7 +791,7 @@ mod tests {
     fn facts_are_exported_only_once_verified() {
         let p = delegating_policy("");
         let fact = |out: &Outcome, name: &str| {
-            out.facts.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+            out.facts.iter().find(|(n, _)| n.name() == name).map(|(_, v)| v.clone())
         };
         let chain = with_chain(&chain_to("alice", "bob", &["search"]));
         let out = run(&p, &chain, &envelope("hi", &alice(), "alice"));
@@ -808,6 +818,38 @@ mod tests {
         let out = run(&p, &json_head(), unsigned);
         assert_eq!(fact(&out, "sender"), None);
         assert_eq!(fact(&out, "decision").as_deref(), Some("signature_required"));
+    }
+
+    #[test]
+    fn only_the_configured_facts_are_exported() {
+        let names = |out: &Outcome| out.facts.iter().map(|(f, _)| f.name()).collect::<Vec<_>>();
+        let chain = with_chain(&chain_to("alice", "bob", &["search"]));
+        let body = envelope("hi", &alice(), "alice");
+        let all = run(&delegating_policy(""), &chain, &body);
+        assert_eq!(all.decision, Decision::Allow, "{}", all.message);
+        assert_eq!(
+            names(&all),
+            [
+                "decision",
+                "sender",
+                "session",
+                "delegation_root",
+                "delegation_delegate",
+                "delegation_depth",
+                "delegation_chain_hash",
+                "delegation_path",
+                "delegation_tools",
+            ]
+        );
+        let some = delegating_policy(r#","facts":["delegation_path","sender"]"#);
+        let out = run(&some, &chain, &body);
+        assert_eq!(names(&out), ["sender", "delegation_path"]);
+        assert_eq!(out.facts[1].1, "human,alice");
+        let none = run(&delegating_policy(r#","facts":[]"#), &chain, &body);
+        assert!(none.facts.is_empty());
+        // The record does not depend on what is exported.
+        assert_eq!(none.record.delegation_path, all.record.delegation_path);
+        assert_eq!(none.record.delegation_root, "human");
     }
 
     #[test]
