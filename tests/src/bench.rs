@@ -583,6 +583,8 @@ pub struct Cast {
     pub sender: Agent,
     /// The recipient, reached as `:authority` [`RECIPIENT_AUTHORITY`].
     pub recipient: String,
+    /// The filter's `facts` setting, when not the default (all).
+    pub facts: Option<Vec<String>>,
 }
 
 /// The `:authority` the shipped config maps to the recipient `bob`.
@@ -597,6 +599,7 @@ impl Cast {
             mid2: Agent::new("agent-mid2"),
             sender: Agent::new("test-agent"),
             recipient: "bob".into(),
+            facts: None,
         }
     }
 
@@ -608,7 +611,11 @@ impl Cast {
             .iter()
             .map(|a| (a.name.clone(), a.public_base64()))
             .collect();
+        let facts = self.facts.clone();
         move |json: &mut serde_json::Value| {
+            if let Some(facts) = &facts {
+                json["facts"] = facts.clone().into();
+            }
             for (name, key) in &keys {
                 json["keys"][name] = key.clone().into();
             }

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! warrant-bench [--quick] [--reps N] [--seconds S] [--out FILE] [--dir DIR] [--concurrency N]
-//!               [--criterion NAME=FILE]... [--command TEXT] [--only chains|scans|chains,scans]
+//!               [--criterion NAME=FILE]... [--command TEXT] [--only chains|scans|chains,scans] [--facts LIST]
 //! ```
 //!
 //! `--only chains` starts only the baseline and the Warrant stack of step 4b
@@ -131,7 +131,7 @@ fn main() {
     let started = Instant::now();
     let dir = args.dir.clone();
     std::fs::create_dir_all(&dir).expect("work dir");
-    let cast = Cast::new();
+    let cast = Cast { facts: args.facts.clone(), ..Cast::new() };
     let mut report = Report::default();
 
     // 1. Which audit modes does the built filter accept?
@@ -883,6 +883,9 @@ struct Args {
     /// `--only chains|scans|chains,scans`: only those steps and their
     /// stacks (empty: everything).
     only: Vec<Only>,
+    /// `--facts LIST`: the filter's `facts` setting (comma-separated, empty
+    /// for none) instead of its default (all).
+    facts: Option<Vec<String>>,
 }
 
 /// A step `--only` runs by itself.
@@ -911,6 +914,7 @@ impl Args {
             criterion: Vec::new(),
             command: "scripts/bench".into(),
             only: Vec::new(),
+            facts: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -944,6 +948,11 @@ impl Args {
                         }
                     }
                 }
+                "--facts" => {
+                    let list = value();
+                    let facts = list.split(',').filter(|f| !f.is_empty()).map(str::to_string);
+                    args.facts = Some(facts.collect());
+                }
                 "-h" | "--help" => usage(""),
                 other => usage(&format!("unknown argument {other}")),
             }
@@ -958,7 +967,7 @@ fn usage(problem: &str) -> ! {
     }
     eprintln!(
         "usage: warrant-bench [--quick] [--reps N] [--seconds S] [--out FILE] [--dir DIR] [--concurrency N] \
-         [--criterion NAME=FILE]... [--command TEXT] [--only chains|scans|chains,scans]"
+         [--criterion NAME=FILE]... [--command TEXT] [--only chains|scans|chains,scans] [--facts LIST]"
     );
     std::process::exit(2);
 }
@@ -1538,6 +1547,10 @@ impl Report {
             plan.latency.as_secs() * ChainCase::ALL.len() as u64
         );
         let _ = writeln!(out, "- Wall time: {:.0} s.", elapsed.as_secs_f64());
+        if let Some(facts) = &args.facts {
+            let _ =
+                writeln!(out, "- The filter's `facts` setting: `{facts:?}` (default: all nine).");
+        }
         let _ = writeln!(out, "- Command: `{}`", args.command);
         out
     }
