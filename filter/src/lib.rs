@@ -22,21 +22,22 @@
 //! dispatched from the root context so that their answers arrive there,
 //! whether or not the request is still alive.
 //!
-//! Host calls go through `proxy_wasm::hostcalls` functions that return a
-//! `Result`, never the trait helpers that unwrap; a panic would trap and kill
-//! the VM of this worker.
+//! Host calls go through [`host`], which returns every status the host
+//! gives instead of trapping on it as the SDK's functions do; a trap would
+//! kill the VM of this worker.
 
 mod host;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use host::{Buffer, HeaderMap, HostStatus, Metric, Stream};
 use log::{debug, error, info, warn};
 use prost::Message;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, ContextType};
 use warrant_core::config::{AuditMode, IdentitySource, Policy};
 use warrant_core::decision::Decision;
 use warrant_core::outbox::{gap_record, Outbox, OutboxConfig, Settled};
@@ -47,13 +48,13 @@ use warrant_session::{OsRandom, SetError, SharedStore, StoreError};
 use warrant_wire::{AuditRecord, APPEND_BATCH_METHOD, APPEND_METHOD, AUDIT_SERVICE};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    host::init_logging(log::LevelFilter::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(WarrantRoot::default()) });
 }}
 
 /// How often the root context looks at the outbox in `async` mode. It
 /// bounds how long a record waits before its first attempt.
-const TICK: Duration = Duration::from_millis(20);
+const TICK_MS: u32 = 20;
 
 /// The gRPC status a server gives for a method it does not have.
 const GRPC_UNIMPLEMENTED: u32 = 12;
@@ -110,8 +111,8 @@ impl Shared {
     /// Moves the `warrant.audit.buffered` gauge by `delta`.
     fn buffered(&self, delta: i64) {
         if let Some(id) = self.buffered_gauge {
-            if let Err(status) = hostcalls::increment_metric(id, delta) {
-                debug!("increment_metric failed: {status:?}");
+            if let Err(status) = host::increment_metric(id, delta) {
+                debug!("increment_metric failed: {status}");
             }
         }
     }
@@ -126,8 +127,8 @@ impl Shared {
         }
         for (id, value) in [(bytes, scan.bytes), (nanos, scan.nanos)] {
             let value = i64::try_from(value).unwrap_or(i64::MAX);
-            if let Err(status) = hostcalls::increment_metric(id, value) {
-                debug!("increment_metric failed: {status:?}");
+            if let Err(status) = host::increment_metric(id, value) {
+                debug!("increment_metric failed: {status}");
             }
         }
     }
@@ -147,8 +148,8 @@ impl Shared {
             if value == 0 {
                 continue;
             }
-            if let Err(status) = hostcalls::increment_metric(id, value) {
-                debug!("increment_metric failed: {status:?}");
+            if let Err(status) = host::increment_metric(id, value) {
+                debug!("increment_metric failed: {status}");
             }
         }
     }
@@ -162,8 +163,8 @@ impl Shared {
         };
         for (id, value) in [(*requests, 1), (*time, nanos)] {
             let value = i64::try_from(value).unwrap_or(i64::MAX);
-            if let Err(status) = hostcalls::increment_metric(id, value) {
-                debug!("increment_metric failed: {status:?}");
+            if let Err(status) = host::increment_metric(id, value) {
+                debug!("increment_metric failed: {status}");
             }
         }
     }
@@ -185,13 +186,13 @@ impl Shared {
                 Some(id) => *id,
                 None => {
                     let name = format!("warrant.rule.{rule}.findings");
-                    match hostcalls::define_metric(MetricType::Counter, &name) {
+                    match host::define_metric(Metric::Counter, &name) {
                         Ok(id) => {
                             counters.insert((*rule).to_string(), id);
                             id
                         }
                         Err(status) => {
-                            debug!("define_metric {name} failed: {status:?}");
+                            debug!("define_metric {name} failed: {status}");
                             continue;
                         }
                     }
@@ -203,26 +204,26 @@ impl Shared {
 }
 
 fn increment(id: u32) {
-    if let Err(status) = hostcalls::increment_metric(id, 1) {
-        debug!("increment_metric failed: {status:?}");
+    if let Err(status) = host::increment_metric(id, 1) {
+        debug!("increment_metric failed: {status}");
     }
 }
 
 /// Proxy-wasm shared data: one store for all VMs with our `vm_id`, so all
-/// workers of this Envoy. The SDK's functions panic on statuses the host
-/// contract does not allow for these calls; the others come back as errors.
+/// workers of this Envoy.
+#[derive(Debug)]
 struct HostStore;
 
 impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
-        hostcalls::get_shared_data(key).map_err(|status| StoreError::new(format!("{status:?}")))
+        host::shared_data(key).map_err(|status| StoreError::new(status.to_string()))
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
+        match host::set_shared_data(key, value, cas) {
             Ok(()) => Ok(()),
-            Err(proxy_wasm::types::Status::CasMismatch) => Err(SetError::CasMismatch),
-            Err(status) => Err(SetError::Store(StoreError::new(format!("{status:?}")))),
+            Err(HostStatus::CAS_MISMATCH) => Err(SetError::CasMismatch),
+            Err(status) => Err(SetError::Store(StoreError::new(status.to_string()))),
         }
     }
 }
@@ -314,11 +315,10 @@ impl RootContext for WarrantRoot {
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => Vec::new(),
+        let bytes = match host::buffer(Buffer::PluginConfiguration, 0, usize::MAX) {
+            Ok(bytes) => bytes,
             Err(status) => {
-                error!("warrant: cannot read the plugin configuration: {status:?}");
+                error!("warrant: cannot read the plugin configuration: {status}");
                 return false;
             }
         };
@@ -350,7 +350,7 @@ impl RootContext for WarrantRoot {
             .iter()
             .map(|d| {
                 let name = format!("warrant.decision.{}.requests", d.code());
-                hostcalls::define_metric(MetricType::Counter, &name).ok()
+                host::define_metric(Metric::Counter, &name).ok()
             })
             .collect();
         info!(
@@ -361,13 +361,11 @@ impl RootContext for WarrantRoot {
         );
         let capacity = policy.config.audit.buffer_records as usize;
         let outbox = RefCell::new(Outbox::new(OutboxConfig::with_capacity(capacity)));
-        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
+        let counter = |name: &str| host::define_metric(Metric::Counter, name).ok();
         let dropped_counter = counter("warrant.audit.dropped");
-        let buffered_gauge =
-            hostcalls::define_metric(MetricType::Gauge, "warrant.audit.buffered").ok();
+        let buffered_gauge = host::define_metric(Metric::Gauge, "warrant.audit.buffered").ok();
         let scan_counters = counter("warrant.scan.bytes").zip(counter("warrant.scan.nanoseconds"));
-        let regex_bytes =
-            hostcalls::define_metric(MetricType::Gauge, "warrant.rules.regex_bytes").ok();
+        let regex_bytes = host::define_metric(Metric::Gauge, "warrant.rules.regex_bytes").ok();
         let regex_metrics = counter("warrant.rules.regex_builds")
             .zip(counter("warrant.rules.regex_drops"))
             .zip(regex_bytes)
@@ -380,8 +378,8 @@ impl RootContext for WarrantRoot {
             })
             .collect();
         if policy.config.audit.mode == AuditMode::Async {
-            if let Err(status) = hostcalls::set_tick_period(TICK) {
-                error!("warrant: cannot start the audit timer: {status:?}");
+            if let Err(status) = host::set_tick_period_ms(TICK_MS) {
+                error!("warrant: cannot start the audit timer: {status}");
                 return false;
             }
         }
@@ -479,13 +477,10 @@ impl WarrantHttp {
         let body = if body_size == 0 {
             Vec::new()
         } else {
-            match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
-                Ok(body) => body.unwrap_or_default(),
+            match host::buffer(Buffer::RequestBody, 0, body_size) {
+                Ok(body) => body,
                 Err(status) => {
-                    error!(
-                        "#{} on_http_request_body: cannot read body: {status:?}",
-                        self.context_id
-                    );
+                    error!("#{} on_http_request_body: cannot read body: {status}", self.context_id);
                     let message = "the request body could not be read".to_string();
                     let outcome =
                         self.refuse(&head, &message_id, Decision::InvalidRequest, message);
@@ -612,8 +607,8 @@ impl WarrantHttp {
     /// request is resumed, or answered locally.
     fn apply(&mut self, outcome: &Outcome) {
         if self.carry_out(outcome) == Action::Continue {
-            if let Err(status) = hostcalls::resume_http_request() {
-                error!("#{} cannot resume the request: {status:?}", self.context_id);
+            if let Err(status) = host::resume(Stream::Request) {
+                error!("#{} cannot resume the request: {status}", self.context_id);
             }
         }
     }
@@ -629,10 +624,8 @@ impl WarrantHttp {
         self.export_facts(outcome);
         if outcome.decision.forwards() {
             for (name, value) in &outcome.forward_headers {
-                if let Err(status) =
-                    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-                {
-                    error!("#{} cannot set {name}: {status:?}", self.context_id);
+                if let Err(status) = host::set_header(HeaderMap::Request, name, value) {
+                    error!("#{} cannot set {name}: {status}", self.context_id);
                 }
             }
             self.forwarded = true;
@@ -650,13 +643,12 @@ impl WarrantHttp {
     /// (`%FILTER_STATE(wasm.warrant.sender:PLAIN)%`) read. Each property is
     /// set once per request; Envoy refuses a property only without a
     /// stream (never in an HTTP context) or when it was declared read-only
-    /// (we declare none): statuses the SDK's `set_property` would trap on,
-    /// which [`host::set_property`] returns instead.
+    /// (we declare none).
     fn export_facts(&self, outcome: &Outcome) {
         for (fact, value) in &outcome.facts {
             let name = fact.property();
             if let Err(status) = host::set_property(name, value.as_bytes()) {
-                warn!("#{} cannot set property {name}: host status {}", self.context_id, status.0);
+                warn!("#{} cannot set property {name}: {status}", self.context_id);
             }
         }
     }
@@ -709,10 +701,10 @@ impl WarrantHttp {
         else {
             return Action::Continue;
         };
-        let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+        let status = host::header(HeaderMap::Response, ":status")
             .ok()
             .flatten()
-            .and_then(|s| s.parse::<u32>().ok())
+            .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u32>().ok())
             .unwrap_or(0);
         let (decision, message) = if status == 413 {
             let limit = self.policy().config.max_body_bytes;
@@ -769,18 +761,16 @@ impl WarrantHttp {
             _ => false,
         };
         if refused && body_size > 0 {
-            if let Err(status) =
-                hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, &[])
-            {
-                debug!("#{} cannot discard the refused body: {status:?}", self.context_id);
+            if let Err(status) = host::set_buffer(Buffer::RequestBody, 0, body_size, &[]) {
+                debug!("#{} cannot discard the refused body: {status}", self.context_id);
             }
         }
     }
 
     fn reply(&self, status: u32, body: &[u8]) {
-        let headers = vec![("content-type", "application/json")];
-        if let Err(e) = hostcalls::send_http_response(status, headers, Some(body)) {
-            error!("#{} cannot send the local reply: {e:?}", self.context_id);
+        let headers = [("content-type", "application/json")];
+        if let Err(e) = host::send_local_response(status, &headers, body) {
+            error!("#{} cannot send the local reply: {e}", self.context_id);
         }
     }
 }
@@ -828,8 +818,8 @@ impl WarrantHttp {
                     self.context_id
                 );
             }
-            if let Err(status) = hostcalls::resume_http_response() {
-                error!("#{} cannot resume the response: {status:?}", self.context_id);
+            if let Err(status) = host::resume(Stream::Response) {
+                error!("#{} cannot resume the response: {status}", self.context_id);
             }
             return;
         }
@@ -841,8 +831,9 @@ impl WarrantHttp {
             self.apply(&outcome);
             return;
         }
-        let detail =
-            hostcalls::get_grpc_status().map(|(_, m)| m.unwrap_or_default()).unwrap_or_default();
+        let detail = host::grpc_status()
+            .map(|(_, message)| String::from_utf8_lossy(&message).into_owned())
+            .unwrap_or_default();
         error!(
             "#{} audit sidecar refused the record: grpc status {status_code}: {detail}",
             self.context_id
@@ -853,10 +844,7 @@ impl WarrantHttp {
     fn request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let received = now_nanos();
         let serialized = host::request_headers().unwrap_or_else(|status| {
-            error!(
-                "#{} on_http_request_headers: cannot read headers: host status {}",
-                self.context_id, status.0
-            );
+            error!("#{} on_http_request_headers: cannot read headers: {status}", self.context_id);
             Vec::new()
         });
         let headers = decode_header_map(&serialized).unwrap_or_else(|e| {
@@ -940,10 +928,8 @@ impl WarrantHttp {
         // Local replies pass through here too (ours and Envoy's own), so
         // the session id reaches the caller whatever the decision.
         for (name, value) in &self.response_headers {
-            if let Err(status) =
-                hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value))
-            {
-                error!("#{} cannot set response header {name}: {status:?}", self.context_id);
+            if let Err(status) = host::set_header(HeaderMap::Response, name, value) {
+                error!("#{} cannot set response header {name}: {status}", self.context_id);
             }
         }
         action
@@ -975,9 +961,7 @@ fn clock_nanos() -> u64 {
 }
 
 fn now_nanos() -> i64 {
-    let now = hostcalls::get_current_time().unwrap_or(UNIX_EPOCH);
-    now.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    host::current_time_nanos().map_or(0, |nanos| i64::try_from(nanos).unwrap_or(i64::MAX))
 }
 
 /// A UUID v4 from the host's CSPRNG (WASI `random_get`).
@@ -991,7 +975,7 @@ fn new_message_id() -> String {
 
 /// The mTLS peer certificate's URI SAN, when the connection has one.
 fn peer_uri_sans() -> Vec<String> {
-    match hostcalls::get_property(vec!["connection", "uri_san_peer_certificate"]) {
+    match host::property(&["connection", "uri_san_peer_certificate"]) {
         Ok(Some(bytes)) if !bytes.is_empty() => {
             String::from_utf8(bytes).map(|s| vec![s]).unwrap_or_default()
         }

@@ -169,6 +169,124 @@ fn sync_sidecar_down_answers_503_and_the_upstream_sees_nothing() {
     assert_chain_verifies(&stack);
 }
 
+/// A gRPC server posing as the sidecar: it answers every call with
+/// `grpc-status: 13` and a `grpc-message` whose bytes are not UTF-8 (an
+/// HTTP/2 field value may hold bytes 0x80-0xFF), as a server that is not
+/// Warrant's, or a broken proxy in front of it, may. Stopped on drop.
+struct RefusingGrpc {
+    port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The refusal's message: "refused " and two bytes that are not UTF-8.
+const REFUSAL: &[u8] = b"refused \xff\xfe";
+
+impl RefusingGrpc {
+    fn start() -> RefusingGrpc {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let serve = async {
+                    loop {
+                        let Ok((socket, _)) = listener.accept().await else { continue };
+                        tokio::spawn(RefusingGrpc::connection(socket));
+                    }
+                };
+                tokio::select! {
+                    () = serve => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        RefusingGrpc { port, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// Serves one HTTP/2 connection: every stream gets the refusal.
+    async fn connection(socket: tokio::net::TcpStream) {
+        let Ok(mut connection) = h2::server::handshake(socket).await else { return };
+        while let Some(Ok((request, respond))) = connection.accept().await {
+            tokio::spawn(RefusingGrpc::refuse(request, respond));
+        }
+    }
+
+    /// Reads the call to its end, then answers it with the refusal.
+    async fn refuse(
+        request: http::Request<h2::RecvStream>,
+        mut respond: h2::server::SendResponse<bytes::Bytes>,
+    ) {
+        let mut body = request.into_body();
+        while let Some(Ok(chunk)) = body.data().await {
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        let head = http::Response::builder()
+            .status(200)
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        let Ok(mut stream) = respond.send_response(head, false) else { return };
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("13"));
+        trailers.insert("grpc-message", http::HeaderValue::from_bytes(REFUSAL).unwrap());
+        let _ = stream.send_trailers(trailers);
+    }
+}
+
+impl Drop for RefusingGrpc {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn sync_a_refusal_whose_message_is_not_utf8_answers_503_and_the_filter_lives_on() {
+    let mut stack = stack_in("sync", 1, |_| {});
+    let refusing = RefusingGrpc::start();
+    // Envoy again, its audit cluster on the refusing server.
+    stack.envoy.process.kill();
+    let config = stack.dir.join("envoy.yaml");
+    let keys = serde_json::json!({
+        "alice": stack.alice.public_base64(),
+        "bob": stack.bob.public_base64(),
+    });
+    warrant_e2e::envoy::render(
+        &warrant_e2e::repo_root().join("envoy/envoy.yaml"),
+        &config,
+        warrant_e2e::envoy::Ports { audit: refusing.port, upstream: stack.upstream.port() },
+        &|json| {
+            json["keys"] = keys.clone();
+            json["audit"]["mode"] = "sync".into();
+        },
+    );
+    stack.envoy = Envoy::start(&config, &stack.dir, 1);
+
+    // Twice on the one worker: the second request finds the VM alive.
+    for text in ["first", "second"] {
+        let reply = stack.post_json("/v1/message", &[], &stack.alice.envelope("bob", text));
+        assert_eq!(reply.status, 503, "{text}: {}", reply.body);
+        assert_eq!(reply.json()["policy_decision"], "audit_unavailable", "{text}");
+    }
+    assert!(stack.upstream.seen().is_empty(), "the upstream saw {:?}", stack.upstream.seen());
+    stack.envoy.assert_no_vm_failure();
+    // The refusal's message reached the filter, its bad bytes replaced
+    // (Envoy writes its log file every few seconds).
+    let line = "audit sidecar refused the record: grpc status 13: refused \u{fffd}\u{fffd}";
+    wait::until(Duration::from_secs(30), "both refusals in Envoy's log", || {
+        (stack.envoy.log().matches(line).count() == 2).then_some(())
+    });
+}
+
 #[test]
 fn sync_frozen_sidecar_answers_503_until_it_continues() {
     let stack = stack_in("sync", 2, |json| json["audit"]["timeout_ms"] = 300.into());
