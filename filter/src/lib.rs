@@ -345,7 +345,10 @@ impl RootContext for WarrantRoot {
                 return false;
             }
         }
-        let chains = RefCell::new(ChainCache::new(policy.config.delegation.cache_entries));
+        let delegation = &policy.config.delegation;
+        let chains = RefCell::new(
+            ChainCache::new(delegation.cache_entries).with_byte_limit(delegation.cache_bytes),
+        );
         let decision_counters = Decision::ALL
             .iter()
             .map(|d| {

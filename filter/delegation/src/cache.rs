@@ -15,12 +15,20 @@
 //!   per hit in V8 with 1024 entries before this map). The chain hash
 //!   (SHA-256) is computed once, at verification, and kept in the entry.
 //!   Only verified chains are stored, so nobody can fill a bucket with
-//!   crafted colliding keys. The price is memory: at most
-//!   `capacity × (max_header_bytes + recipient)` bytes of keys (8 MiB for
-//!   the defaults).
+//!   crafted colliding keys. The price is memory, bounded below.
 //! - **Expiry**: an entry is dropped once `now` passes the chain's earliest
 //!   `expires_at`. (Its `issued_at` checks only get easier with time.)
-//! - **Bound**: when full, the entry inserted first is evicted.
+//! - **Bounds**: at most `capacity` entries and, with
+//!   [`ChainCache::with_byte_limit`], at most that many bytes of entries
+//!   (each counted by [`entry_bytes`]: the key's header and recipient, the
+//!   verified chain's strings and lists, and the fixed parts). While an
+//!   insertion would pass either bound, the entry inserted first is
+//!   evicted; a chain larger than the whole byte bound is not cached. The
+//!   entry bound alone lets a VM hold `capacity` chains near
+//!   `max_header_bytes`, and an entry counts about 2.3 times its header
+//!   (the header, the decoded tokens, the ids): about 20 MiB with the
+//!   defaults, which the Wasm memory budget does not allow; the byte bound
+//!   holds it to what the operator sets.
 //! - **Invalidation**: entries are tied to [`VerifyPolicy::generation`]. The
 //!   first call with another generation empties the cache, so a new config
 //!   (keys, revocations, limits) applies to the very next request. Callers
@@ -46,6 +54,9 @@ use crate::time::Timestamp;
 #[derive(Debug, Clone)]
 pub struct ChainCache {
     capacity: usize,
+    byte_limit: usize,
+    /// Sum of the entries' [`entry_bytes`].
+    bytes: usize,
     generation: u64,
     next_sequence: u64,
     entries: HashMap<Arc<Key>, Entry>,
@@ -64,6 +75,8 @@ pub struct CacheStats {
     pub expired: u64,
     /// Entries evicted to make room.
     pub evicted: u64,
+    /// Verified chains not cached because one alone passes the byte bound.
+    pub too_large: u64,
     /// Times entries were dropped by a generation change, or
     /// [`ChainCache::clear`] was called.
     pub invalidations: u64,
@@ -73,19 +86,33 @@ pub struct CacheStats {
 struct Entry {
     chain: Arc<VerifiedChain>,
     sequence: u64,
+    /// What the entry counts against the byte bound.
+    bytes: usize,
 }
 
 impl ChainCache {
-    /// An empty cache holding at most `capacity` chains (0: cache nothing).
+    /// An empty cache holding at most `capacity` chains (0: cache nothing),
+    /// of any size until [`ChainCache::with_byte_limit`] bounds them.
     pub fn new(capacity: usize) -> ChainCache {
         ChainCache {
             capacity,
+            byte_limit: usize::MAX,
+            bytes: 0,
             generation: 0,
             next_sequence: 0,
             entries: HashMap::new(),
             by_age: BTreeMap::new(),
             stats: CacheStats::default(),
         }
+    }
+
+    /// The same cache, holding at most `bytes` of entries (see
+    /// [`entry_bytes`]).
+    #[must_use]
+    pub fn with_byte_limit(mut self, bytes: usize) -> ChainCache {
+        self.byte_limit = bytes;
+        self.shrink_to(0, 0);
+        self
     }
 
     /// Returns the cached verification of `header` for `recipient`, or parses
@@ -126,9 +153,10 @@ impl ChainCache {
             return None;
         };
         if now > entry.chain.expires_at() {
-            let sequence = entry.sequence;
+            let (sequence, bytes) = (entry.sequence, entry.bytes);
             self.entries.remove(&key);
             self.by_age.remove(&sequence);
+            self.bytes = self.bytes.saturating_sub(bytes);
             self.stats.expired += 1;
             self.stats.misses += 1;
             return None;
@@ -138,8 +166,9 @@ impl ChainCache {
     }
 
     /// Stores a chain verified under `generation` for `header` and
-    /// `recipient`, evicting the oldest entry when full. Private: only
-    /// [`ChainCache::verify`] knows the chain came from that header.
+    /// `recipient`, evicting the oldest entries while a bound would be
+    /// passed. Private: only [`ChainCache::verify`] knows the chain came
+    /// from that header.
     fn insert(
         &mut self,
         header: &[u8],
@@ -151,25 +180,43 @@ impl ChainCache {
         if self.capacity == 0 {
             return;
         }
+        let bytes = entry_bytes(header, recipient, &chain);
+        if bytes > self.byte_limit {
+            self.stats.too_large += 1;
+            return;
+        }
         let key = Arc::new(Key { header: header.into(), recipient: recipient.into() });
         if let Some(old) = self.entries.remove(&key) {
             self.by_age.remove(&old.sequence);
+            self.bytes = self.bytes.saturating_sub(old.bytes);
         }
-        while self.entries.len() >= self.capacity {
-            let Some((_, oldest)) = self.by_age.pop_first() else { break };
-            self.entries.remove(&oldest);
-            self.stats.evicted += 1;
-        }
+        self.shrink_to(1, bytes);
         let sequence = self.next_sequence;
         self.next_sequence = self.next_sequence.wrapping_add(1);
         self.by_age.insert(sequence, Arc::clone(&key));
-        self.entries.insert(key, Entry { chain, sequence });
+        self.entries.insert(key, Entry { chain, sequence, bytes });
+        self.bytes = self.bytes.saturating_add(bytes);
+    }
+
+    /// Evicts the oldest entries until `entries` more entries of `bytes`
+    /// more bytes fit within both bounds.
+    fn shrink_to(&mut self, entries: usize, bytes: usize) {
+        while self.entries.len().saturating_add(entries) > self.capacity
+            || self.bytes.saturating_add(bytes) > self.byte_limit
+        {
+            let Some((_, oldest)) = self.by_age.pop_first() else { break };
+            if let Some(entry) = self.entries.remove(&oldest) {
+                self.bytes = self.bytes.saturating_sub(entry.bytes);
+            }
+            self.stats.evicted += 1;
+        }
     }
 
     /// Drops every entry (e.g. after a revocation).
     pub fn clear(&mut self) {
         self.entries.clear();
         self.by_age.clear();
+        self.bytes = 0;
         self.stats.invalidations += 1;
     }
 
@@ -186,6 +233,16 @@ impl ChainCache {
     /// The most chains held at once.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The most bytes of entries held at once (`usize::MAX`: no bound).
+    pub fn byte_limit(&self) -> usize {
+        self.byte_limit
+    }
+
+    /// What the cached entries count against the byte bound.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The generation of the cached entries.
@@ -207,6 +264,21 @@ impl ChainCache {
             self.generation = generation;
         }
     }
+}
+
+/// What an entry for `chain`, verified from `header` for `recipient`, counts
+/// against the byte bound: the key's bytes, the chain's heap bytes
+/// ([`VerifiedChain::heap_bytes`]), and the fixed size of the key, the chain
+/// and the entry with its map slots and age index. Allocator overhead is
+/// not counted.
+pub fn entry_bytes(header: &[u8], recipient: &str, chain: &VerifiedChain) -> usize {
+    const FIXED: usize = size_of::<Key>()
+        + 2 * size_of::<usize>() // the key's `Arc` counts
+        + size_of::<VerifiedChain>()
+        + 2 * size_of::<usize>() // the chain's `Arc` counts
+        + size_of::<(Arc<Key>, Entry)>() // the map's slot
+        + size_of::<(u64, Arc<Key>)>(); // the age index's
+    header.len() + recipient.len() + chain.heap_bytes() + FIXED
 }
 
 /// What an entry is stored under: the exact header bytes and the recipient.

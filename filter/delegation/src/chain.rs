@@ -461,6 +461,34 @@ impl VerifiedChain {
         self.tools.as_deref()
     }
 
+    /// Bytes this chain holds on the heap: its strings' capacities and its
+    /// lists' buffers (allocator overhead not counted). The chain cache
+    /// counts it against its byte bound.
+    pub fn heap_bytes(&self) -> usize {
+        fn strings(list: &[String], capacity: usize) -> usize {
+            capacity * size_of::<String>() + list.iter().map(String::capacity).sum::<usize>()
+        }
+        let tokens: usize = self
+            .tokens
+            .iter()
+            .map(|t| {
+                [&t.delegator, &t.delegate, &t.signature, &t.token_id, &t.parent_token_id]
+                    .iter()
+                    .map(|s| s.capacity())
+                    .sum::<usize>()
+                    + strings(&t.scope, t.scope.capacity())
+                    + strings(&t.allowed_tools, t.allowed_tools.capacity())
+            })
+            .sum();
+        self.tokens.capacity() * size_of::<Token>()
+            + tokens
+            + strings(&self.token_ids, self.token_ids.capacity())
+            + strings(&self.path, self.path.capacity())
+            + self.tools.as_ref().map_or(0, |tools| strings(tools, tools.capacity()))
+            + self.chain_hash.capacity()
+            + self.recipient.as_ref().map_or(0, String::capacity)
+    }
+
     /// The earliest `expires_at` of the tokens: when the chain stops being
     /// valid.
     pub fn expires_at(&self) -> Timestamp {

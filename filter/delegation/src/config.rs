@@ -15,7 +15,8 @@
 //!   "default_max_depth": 3,
 //!   "agents": { "planner": { "max_depth": 1 }, "orchestrator": { "max_depth": -1 } },
 //!   "revoked": ["old-bot", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
-//!   "cache_entries": 1024
+//!   "cache_entries": 1024,
+//!   "cache_bytes": 4194304
 //! }
 //! ```
 //! Every key is optional; an empty object gives the defaults.
@@ -55,6 +56,12 @@ pub struct DelegationConfig {
     pub revoked: Vec<String>,
     /// Verified chains cached per VM (0 disables the cache). Default 1024.
     pub cache_entries: usize,
+    /// Bytes of verified chains cached per VM, each counted as its header,
+    /// recipient and decoded tokens (see `cache::entry_bytes`); the oldest
+    /// go first, and a chain larger than this is not cached. Default 4 MiB,
+    /// which holds the default 1,024 entries for 3-hop chains with a 1.7 KB
+    /// header (3.9 KiB each; a test checks it); larger chains fit fewer.
+    pub cache_bytes: usize,
 }
 
 /// Per-agent delegation settings.
@@ -93,6 +100,8 @@ pub const DEFAULT_HEADER: &str = "x-oktsec-delegation";
 pub const DEFAULT_MAX_DEPTH: usize = 3;
 /// Default of [`DelegationConfig::cache_entries`].
 pub const DEFAULT_CACHE_ENTRIES: usize = 1024;
+/// Default of [`DelegationConfig::cache_bytes`].
+pub const DEFAULT_CACHE_BYTES: usize = 4 << 20;
 
 impl DelegationConfig {
     /// Checks values that parse but make no sense.
@@ -146,6 +155,7 @@ impl Default for DelegationConfig {
             agents: BTreeMap::new(),
             revoked: Vec::new(),
             cache_entries: DEFAULT_CACHE_ENTRIES,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -180,7 +190,11 @@ mod tests {
         assert!(!config.require_delegation);
         assert_eq!((config.max_header_bytes, config.max_tokens), (8192, 16));
         assert_eq!((config.default_max_depth, config.cache_entries), (3, 1024));
+        assert_eq!(config.cache_bytes, 4 * 1024 * 1024);
         assert_eq!(config.validate(), Ok(()));
+        let bounded = parse(r#"{"cache_bytes": 65536}"#).unwrap();
+        assert_eq!((bounded.cache_bytes, bounded.cache_entries), (65536, 1024));
+        assert!(parse(r#"{"cache_bytes": -1}"#).is_err());
     }
 
     #[test]
