@@ -10,7 +10,8 @@
 //!
 //! Arguments: body kind (`mixed`: the benchmark's traffic lines as a
 //! message; `mcp`: a `tools/call` arguments JSON of prose; `prose`: envelope
-//! prose as a message), body size in bytes, scans, `lazy` to build
+//! prose as a message; `hostile`: every library example, each followed by
+//! random non-ASCII text, made to build most regexes and grow their caches), body size in bytes, scans, `lazy` to build
 //! automata on first use as a VM does (else all are built first; any other
 //! word, such as `eager`, does that), and optionally a number of MiB of
 //! other memory to write before each scan, as a busy worker does between
@@ -18,6 +19,8 @@
 //! with cold caches; and `examples` as a sixth argument to scan every
 //! example of the library once before, which builds nearly every pattern's
 //! regex (within `rules.regex_memory_bytes`).
+//!
+//! `WARRANT_REGEX_MEMORY=BYTES` sets `rules.regex_memory_bytes`.
 //!
 //! It also builds for `wasm32-wasip1`, to run inside V8 with Node's WASI,
 //! with Envoy's V8 flags `--no-liftoff --no-wasm-lazy-compilation` (see
@@ -52,10 +55,16 @@ fn main() {
         "mixed" => (ContentKind::Message, bodies::mixed(size)),
         "mcp" => (ContentKind::ToolArguments, bodies::mcp_arguments(size, 7)),
         "prose" => (ContentKind::Message, bodies::prose(size, 7)),
-        other => panic!("unknown body kind {other}: mixed, mcp or prose"),
+        "hostile" => (ContentKind::Message, hostile(size)),
+        other => panic!("unknown body kind {other}: mixed, mcp, prose or hostile"),
     };
     let started = std::time::Instant::now();
-    let engine = Engine::new(&RulesConfig::default()).expect("library compiles");
+    let mut config = RulesConfig::default();
+    // WARRANT_REGEX_MEMORY: `rules.regex_memory_bytes` other than the default.
+    if let Some(bytes) = std::env::var("WARRANT_REGEX_MEMORY").ok().and_then(|v| v.parse().ok()) {
+        config.regex_memory_bytes = bytes;
+    }
+    let engine = Engine::new(&config).expect("library compiles");
     eprintln!(
         "Engine::new: {:.1} ms; prefilter {} literals, {:.1} MiB",
         started.elapsed().as_secs_f64() * 1e3,
@@ -123,6 +132,45 @@ fn main() {
         regexes.builds,
         regexes.drops
     );
+}
+
+/// A body made to grow the regexes' lazy DFA caches: every example of the
+/// library (so nearly every pattern is a candidate), each followed on the
+/// same line by 300 pseudo-random characters from several scripts, to
+/// `size` bytes.
+fn hostile(size: usize) -> String {
+    let rules = warrant_rules::builtin_rules().expect("library parses");
+    let examples: Vec<&String> = rules
+        .iter()
+        .flat_map(|r| r.examples.true_positive.iter().chain(&r.examples.false_positive))
+        .collect();
+    let ranges = [(0x00c0u32, 0x024f), (0x0370, 0x03ff), (0x0400, 0x04ff), (0x4e00, 0x9fff)];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut text = String::with_capacity(size + 4096);
+    'fill: loop {
+        for example in &examples {
+            text.push_str(&example.replace('\n', " "));
+            for _ in 0..300 {
+                let (lo, hi) = ranges[(next() % 4) as usize];
+                let c = char::from_u32(lo + (next() % u64::from(hi - lo)) as u32).unwrap_or(' ');
+                text.push(c);
+                if next() % 7 == 0 {
+                    text.push(' ');
+                }
+            }
+            text.push(' ');
+            if text.len() >= size {
+                break 'fill;
+            }
+        }
+    }
+    text
 }
 
 /// Inside V8: the linear memory the module has grown to (it never

@@ -189,6 +189,9 @@ pub(crate) struct RegexBudget {
     clock: AtomicU64,
     builds: AtomicU64,
     drops: AtomicU64,
+    peak: AtomicUsize,
+    /// The clock when the current scan began ([`RegexBudget::start_scan`]).
+    scan_start: AtomicU64,
 }
 
 impl RegexBudget {
@@ -201,6 +204,8 @@ impl RegexBudget {
             clock: AtomicU64::new(0),
             builds: AtomicU64::new(0),
             drops: AtomicU64::new(0),
+            peak: AtomicUsize::new(0),
+            scan_start: AtomicU64::new(0),
         }
     }
 
@@ -208,8 +213,21 @@ impl RegexBudget {
         self.clock.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Marks the start of a scan: regexes used from now on were used by it.
+    /// (An engine shared by threads scanning at once mixes their marks,
+    /// which changes only which regexes a trim drops first.)
+    pub(crate) fn start_scan(&self) {
+        self.scan_start.store(self.clock.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// The clock at the start of the current scan.
+    pub(crate) fn scan_started(&self) -> u64 {
+        self.scan_start.load(Ordering::Relaxed)
+    }
+
     fn built(&self, bytes: usize) {
-        self.used.fetch_add(bytes, Ordering::Relaxed);
+        let used = self.used.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
+        self.peak.fetch_max(used, Ordering::Relaxed);
         self.builds.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -224,12 +242,13 @@ impl RegexBudget {
     }
 
     /// Heap bytes of the built regexes, regexes built and regexes dropped
-    /// since the engine was made.
-    pub(crate) fn counts(&self) -> (usize, u64, u64) {
+    /// since the engine was made, and the most bytes held at once.
+    pub(crate) fn counts(&self) -> (usize, u64, u64, usize) {
         (
             self.used.load(Ordering::Relaxed),
             self.builds.load(Ordering::Relaxed),
             self.drops.load(Ordering::Relaxed),
+            self.peak.load(Ordering::Relaxed),
         )
     }
 }
@@ -300,12 +319,22 @@ fn parse_re2(pattern: &str) -> Result<Hir, PatternProblem> {
         .map_err(|e| problem(pattern, e.kind().to_string(), e.span()))
 }
 
+/// The most each of a regex's lazy DFA caches (forward and reverse) may
+/// grow to before it is cleared (regex-automata's default is 2 MiB). The
+/// budget counts a regex's cache as it is new, so this bounds what its
+/// searches add to that. Measured in V8 (2026-12-04, 22:30 UTC): with the
+/// bound held within scans, a 1 MiB body of every library example between
+/// runs of random non-ASCII text took a VM to 50.6 MiB with 2 MiB caches and
+/// 41.6 MiB with 256 KiB; 64 KiB made the 1 MiB mixed benchmark body three
+/// times slower, 256 KiB left every benchmark body's speed as it was (see
+/// rules/README.md, "Memory of the built regexes").
+const HYBRID_CACHE_BYTES: usize = 256 << 10;
+
 fn build(hir: &Hir) -> Result<meta::Regex, PatternProblem> {
-    meta::Builder::new().build_from_hir(hir).map_err(|e| PatternProblem {
-        reason: e.to_string(),
-        span: None,
-        hint: None,
-    })
+    meta::Builder::new()
+        .configure(meta::Config::new().hybrid_cache_capacity(HYBRID_CACHE_BYTES))
+        .build_from_hir(hir)
+        .map_err(|e| PatternProblem { reason: e.to_string(), span: None, hint: None })
 }
 
 fn problem(pattern: &str, reason: String, span: &ast::Span) -> PatternProblem {
@@ -1135,28 +1164,28 @@ mod tests {
     fn lazy_regexes_count_in_their_budget_and_build_again_after_a_drop() {
         let budget = RegexBudget::new(0);
         let lazy = prepare_pattern(PatternKind::Regex, "(?i)a[^\\n]{0,40}b").unwrap().regex;
-        assert_eq!((lazy.last_used(), budget.counts()), (None, (0, 0, 0)));
+        assert_eq!((lazy.last_used(), budget.counts()), (None, (0, 0, 0, 0)));
         let first = lazy.get(&budget).unwrap();
         // The automata and a new search cache.
         let bytes = first.memory_usage() + first.create_cache().memory_usage();
         assert!(first.memory_usage() > 0 && bytes > first.memory_usage());
-        assert_eq!(budget.counts(), (bytes, 1, 0));
+        assert_eq!(budget.counts(), (bytes, 1, 0, bytes));
         assert_eq!(budget.excess(), bytes);
         // A second use builds nothing and moves the clock.
         let used = lazy.last_used().unwrap();
         assert!(lazy.get(&budget).unwrap().is_match("A x B"));
         assert!(lazy.last_used().unwrap() > used);
-        assert_eq!(budget.counts(), (bytes, 1, 0));
+        assert_eq!(budget.counts(), (bytes, 1, 0, bytes));
         lazy.drop_built(&budget);
         lazy.drop_built(&budget);
-        assert_eq!((lazy.last_used(), budget.counts()), (None, (0, 1, 1)));
+        assert_eq!((lazy.last_used(), budget.counts()), (None, (0, 1, 1, bytes)));
         assert!(lazy.get(&budget).unwrap().is_match("a-b"));
-        assert_eq!(budget.counts(), (bytes, 2, 1));
+        assert_eq!(budget.counts(), (bytes, 2, 1, bytes));
         // Over the NFA size limit: fails at every use, counts nothing.
         let huge = prepare_pattern(PatternKind::Regex, "(?:[^\\n]{1000}){200}").unwrap().regex;
         let budget = RegexBudget::new(0);
         assert!(huge.build(&budget).is_err() && huge.build(&budget).is_err());
-        assert_eq!((huge.last_used(), budget.counts()), (None, (0, 0, 0)));
+        assert_eq!((huge.last_used(), budget.counts()), (None, (0, 0, 0, 0)));
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub struct RegexMemory {
     pub builds: u64,
     /// Regexes dropped to stay within `rules.regex_memory_bytes`.
     pub drops: u64,
+    /// The most [`RegexMemory::bytes`] held at once since the engine was
+    /// made, during scans too.
+    pub peak_bytes: usize,
 }
 
 /// What an [`Engine`] was built from; printed by `warrant-audit rules
@@ -194,24 +197,51 @@ impl Engine {
 
     /// What the built regexes hold now, and how many were built and dropped.
     pub fn regex_memory(&self) -> RegexMemory {
-        let (bytes, builds, drops) = self.regexes.counts();
-        RegexMemory { bytes, builds, drops }
+        let (bytes, builds, drops, peak_bytes) = self.regexes.counts();
+        RegexMemory { bytes, builds, drops, peak_bytes }
+    }
+
+    /// Inside a scan, before each pattern's searches: drops regexes until
+    /// the built ones fit `rules.regex_memory_bytes` again, so that a scan
+    /// that makes most of the library candidates (a body holding every
+    /// library example, say) does not build all of it at once (about 40
+    /// MiB). First those this scan used already, most recent first (a
+    /// pattern is searched once per scan, so they are done; dropping the
+    /// oldest instead would drop, at each step, the regex a later pattern
+    /// of the same scan needs, as a cycle through more regexes than fit
+    /// always does to LRU); then, if that is not enough, the least recently
+    /// used.
+    fn trim_during_scan(&self) {
+        if self.regexes.excess() == 0 {
+            return;
+        }
+        let since = self.regexes.scan_started();
+        let mut this_scan: Vec<(u64, &LazyRegex)> =
+            self.built_regexes().filter(|&(used, _)| used >= since).collect();
+        this_scan.sort_unstable_by_key(|&(used, _)| std::cmp::Reverse(used));
+        for (_, regex) in this_scan {
+            if self.regexes.excess() == 0 {
+                return;
+            }
+            regex.drop_built(&self.regexes);
+        }
+        self.trim_regexes();
+    }
+
+    /// Every built regex (patterns and excludes) with when it was last used.
+    fn built_regexes(&self) -> impl Iterator<Item = (u64, &LazyRegex)> {
+        let excludes = self.rules.iter().flat_map(|r| r.excludes.iter());
+        self.patterns.iter().chain(excludes).filter_map(|p| Some((p.regex.last_used()?, &p.regex)))
     }
 
     /// Drops the least recently used regexes until the built ones fit
-    /// `rules.regex_memory_bytes` again. Called between scans, never inside
-    /// one, so a scan does not build the same regex twice.
+    /// `rules.regex_memory_bytes` again. Called after each scan, and by
+    /// [`Engine::trim_during_scan`].
     fn trim_regexes(&self) {
         if self.regexes.excess() == 0 {
             return;
         }
-        let excludes = self.rules.iter().flat_map(|r| r.excludes.iter());
-        let mut built: Vec<(u64, &LazyRegex)> = self
-            .patterns
-            .iter()
-            .chain(excludes)
-            .filter_map(|p| Some((p.regex.last_used()?, &p.regex)))
-            .collect();
+        let mut built: Vec<(u64, &LazyRegex)> = self.built_regexes().collect();
         built.sort_unstable_by_key(|&(used, _)| used);
         for (_, regex) in built {
             if self.regexes.excess() == 0 {
@@ -372,6 +402,7 @@ impl Engine {
     /// Every finding of the rules that apply to `kind` (or only of rule
     /// `only`), before deduplication across rules.
     fn scan_part(&self, raw: &str, kind: ContentKind, only: Option<u32>) -> Vec<RawFinding> {
+        self.regexes.start_scan();
         // 1. NFKC, then match.
         let text = normalise(raw);
         let lines = LineIndex::new(&text);
@@ -663,6 +694,7 @@ impl Engine {
             if !hits.active {
                 continue;
             }
+            self.trim_during_scan();
             let Some(regex) =
                 self.patterns.get(pattern as usize).and_then(|p| p.regex.get(&self.regexes))
             else {
@@ -727,6 +759,7 @@ impl Engine {
             if !hits.active {
                 return None;
             }
+            self.trim_during_scan();
             let regex = self.patterns.get(pattern as usize)?.regex.get(&self.regexes)?;
             let first = if hits.anchored {
                 hits.starts.iter().find_map(|&start| {
@@ -1223,7 +1256,10 @@ mod tests {
     /// each other's hits, lines and line feeds).
     #[test]
     fn anchored_search_at_starts_equals_whole_text_search() {
-        let engine = Engine::new(&RulesConfig::default()).unwrap();
+        // No regex bound: this calls the searches without scans, so a bound
+        // would drop and rebuild a regex between the two searches compared.
+        let config = RulesConfig { regex_memory_bytes: usize::MAX, ..RulesConfig::default() };
+        let engine = Engine::new(&config).unwrap();
         let rules = crate::builtin_rules().unwrap();
         let mut texts: Vec<String> = rules
             .iter()

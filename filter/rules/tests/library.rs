@@ -148,3 +148,29 @@ fn regex_budget_bounds_the_built_regexes_and_changes_no_result() {
     assert!(unlimited.bytes > 4 * BUDGET, "the examples build most of the library: {unlimited:?}");
     assert!(small.drops > 0 && small.builds > unlimited.builds, "{small:?} vs {unlimited:?}");
 }
+
+#[test]
+fn the_regex_budget_holds_during_one_scan_of_every_example() {
+    const BUDGET: usize = 1 << 20;
+    let rules = warrant_rules::builtin_rules().unwrap();
+    let text: String = rules
+        .iter()
+        .flat_map(|r| r.examples.true_positive.iter().chain(&r.examples.false_positive))
+        .map(|example| format!("{example}\n"))
+        .collect();
+    let small =
+        Engine::new(&RulesConfig { regex_memory_bytes: BUDGET, ..RulesConfig::default() }).unwrap();
+    let unlimited =
+        Engine::new(&RulesConfig { regex_memory_bytes: usize::MAX, ..RulesConfig::default() })
+            .unwrap();
+    let parts = [ContentPart { kind: ContentKind::Message, text: &text }];
+    assert_eq!(small.evaluate(&parts, "a"), unlimited.evaluate(&parts, "a"));
+    let (small, unlimited) = (small.regex_memory(), unlimited.regex_memory());
+    println!("one scan of every example: {small:?} with a {BUDGET}-byte budget; {unlimited:?}");
+    // Without a bound, the one scan builds most of the library at once.
+    assert!(unlimited.peak_bytes > 16 * BUDGET, "{unlimited:?}");
+    // With one, the scan drops as it goes: it never holds more than the
+    // budget and the regexes of one pattern's searches.
+    assert!(small.peak_bytes < 4 * BUDGET, "{small:?}");
+    assert!(small.bytes <= BUDGET, "{small:?}");
+}
