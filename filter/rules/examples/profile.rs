@@ -82,7 +82,7 @@ fn main() {
     if args.get(6).map(String::as_str) == Some("examples") {
         let rules = warrant_rules::builtin_rules().expect("library parses");
         for rule in &rules {
-            for text in rule.examples.true_positive.iter().chain(&rule.examples.false_positive) {
+            for text in rule.examples.all() {
                 black_box(
                     engine.evaluate(&[ContentPart { kind: ContentKind::Message, text }], "a"),
                 );
@@ -140,10 +140,7 @@ fn main() {
 /// `size` bytes.
 fn hostile(size: usize) -> String {
     let rules = warrant_rules::builtin_rules().expect("library parses");
-    let examples: Vec<&String> = rules
-        .iter()
-        .flat_map(|r| r.examples.true_positive.iter().chain(&r.examples.false_positive))
-        .collect();
+    let examples: Vec<&String> = rules.iter().flat_map(|r| r.examples.all()).collect();
     let ranges = [(0x00c0u32, 0x024f), (0x0370, 0x03ff), (0x0400, 0x04ff), (0x4e00, 0x9fff)];
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut next = || {

@@ -1234,7 +1234,7 @@ mod tests {
         let rules = crate::builtin_rules().unwrap();
         let mut texts: Vec<String> = rules
             .iter()
-            .flat_map(|r| r.examples.true_positive.iter().chain(&r.examples.false_positive))
+            .flat_map(|r| r.examples.all())
             .filter(|t| t.is_ascii())
             .flat_map(|t| [t.clone(), t.to_ascii_uppercase()])
             .collect();
@@ -1261,12 +1261,8 @@ mod tests {
         let config = RulesConfig { regex_memory_bytes: usize::MAX, ..RulesConfig::default() };
         let engine = Engine::new(&config).unwrap();
         let rules = crate::builtin_rules().unwrap();
-        let mut texts: Vec<String> = rules
-            .iter()
-            .flat_map(|r| r.examples.true_positive.iter().chain(&r.examples.false_positive))
-            .filter(|t| t.is_ascii())
-            .cloned()
-            .collect();
+        let mut texts: Vec<String> =
+            rules.iter().flat_map(|r| r.examples.all()).filter(|t| t.is_ascii()).cloned().collect();
         texts.push(texts.join("\n"));
         texts.push(texts.join("  "));
         let mut anchored_searches = 0;

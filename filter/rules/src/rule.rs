@@ -104,6 +104,13 @@ pub struct Examples {
     pub false_positive: Vec<String>,
 }
 
+impl Examples {
+    /// Every example text: the true positives, then the false positives.
+    pub fn all(&self) -> impl Iterator<Item = &String> {
+        self.true_positive.iter().chain(&self.false_positive)
+    }
+}
+
 /// Parses every rule document in `text`, which came from `file`.
 ///
 /// Documents that hold nothing (only comments or blank lines) are skipped.

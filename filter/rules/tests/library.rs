@@ -131,7 +131,7 @@ fn regex_budget_bounds_the_built_regexes_and_changes_no_result() {
         Engine::new(&RulesConfig { regex_memory_bytes: usize::MAX, ..RulesConfig::default() })
             .unwrap();
     for rule in &rules {
-        let examples = rule.examples.true_positive.iter().chain(&rule.examples.false_positive);
+        let examples = rule.examples.all();
         for text in examples {
             for kind in [ContentKind::Message, ContentKind::ToolArguments] {
                 let parts = [ContentPart { kind, text }];
@@ -153,11 +153,8 @@ fn regex_budget_bounds_the_built_regexes_and_changes_no_result() {
 fn the_regex_budget_holds_during_one_scan_of_every_example() {
     const BUDGET: usize = 1 << 20;
     let rules = warrant_rules::builtin_rules().unwrap();
-    let text: String = rules
-        .iter()
-        .flat_map(|r| r.examples.true_positive.iter().chain(&r.examples.false_positive))
-        .map(|example| format!("{example}\n"))
-        .collect();
+    let text: String =
+        rules.iter().flat_map(|r| r.examples.all()).map(|example| format!("{example}\n")).collect();
     let small =
         Engine::new(&RulesConfig { regex_memory_bytes: BUDGET, ..RulesConfig::default() }).unwrap();
     let unlimited =

@@ -701,10 +701,7 @@ fn chain_pair(
 /// quarantined): what counts is that each was scanned.
 fn library_examples(stacks: &[BenchStack], cast: &Cast) -> usize {
     let rules = warrant_rules::builtin_rules().expect("the built-in library parses");
-    let texts: Vec<&String> = rules
-        .iter()
-        .flat_map(|r| r.examples.true_positive.iter().chain(&r.examples.false_positive))
-        .collect();
+    let texts: Vec<&String> = rules.iter().flat_map(|r| r.examples.all()).collect();
     for stack in stacks.iter().filter(|s| s.setup.runs_warrant()) {
         eprintln!("warrant-bench: {} library examples through {}", texts.len(), stack.setup.name());
         let mut client = Client::new(stack.port());
