@@ -111,9 +111,7 @@ impl Shared {
     /// Moves the `warrant.audit.buffered` gauge by `delta`.
     fn buffered(&self, delta: i64) {
         if let Some(id) = self.buffered_gauge {
-            if let Err(status) = host::increment_metric(id, delta) {
-                debug!("increment_metric failed: {status}");
-            }
+            add_to_metric(id, delta);
         }
     }
 
@@ -126,10 +124,7 @@ impl Shared {
             return;
         }
         for (id, value) in [(bytes, scan.bytes), (nanos, scan.nanos)] {
-            let value = i64::try_from(value).unwrap_or(i64::MAX);
-            if let Err(status) = host::increment_metric(id, value) {
-                debug!("increment_metric failed: {status}");
-            }
+            add_to_metric(id, i64::try_from(value).unwrap_or(i64::MAX));
         }
     }
 
@@ -145,11 +140,8 @@ impl Shared {
             (drops, delta(now.drops, seen.drops)),
             (bytes, held(now.bytes).saturating_sub(held(seen.bytes))),
         ] {
-            if value == 0 {
-                continue;
-            }
-            if let Err(status) = host::increment_metric(id, value) {
-                debug!("increment_metric failed: {status}");
+            if value != 0 {
+                add_to_metric(id, value);
             }
         }
     }
@@ -162,10 +154,7 @@ impl Shared {
             return;
         };
         for (id, value) in [(*requests, 1), (*time, nanos)] {
-            let value = i64::try_from(value).unwrap_or(i64::MAX);
-            if let Err(status) = host::increment_metric(id, value) {
-                debug!("increment_metric failed: {status}");
-            }
+            add_to_metric(id, i64::try_from(value).unwrap_or(i64::MAX));
         }
     }
 
@@ -204,7 +193,13 @@ impl Shared {
 }
 
 fn increment(id: u32) {
-    if let Err(status) = host::increment_metric(id, 1) {
+    add_to_metric(id, 1);
+}
+
+/// Adds `delta` to metric `id` (a gauge may go down); a host refusal is
+/// logged at debug level and otherwise ignored.
+fn add_to_metric(id: u32, delta: i64) {
+    if let Err(status) = host::increment_metric(id, delta) {
         debug!("increment_metric failed: {status}");
     }
 }
@@ -957,14 +952,15 @@ fn stamp_latency(record: &mut AuditRecord) {
     record.latency_micros = u64::try_from(elapsed).unwrap_or(0);
 }
 
-/// The host's clock as [`Env::clock`] wants it (nanoseconds; 0 before
-/// 1970, which only a broken host clock gives).
+/// The host's clock as [`Env::clock`] wants it (nanoseconds since 1970; 0
+/// if the host refuses).
 fn clock_nanos() -> u64 {
-    u64::try_from(now_nanos()).unwrap_or(0)
+    host::current_time_nanos().unwrap_or(0)
 }
 
+/// The host's clock as the records hold it (signed nanoseconds).
 fn now_nanos() -> i64 {
-    host::current_time_nanos().map_or(0, |nanos| i64::try_from(nanos).unwrap_or(i64::MAX))
+    i64::try_from(clock_nanos()).unwrap_or(i64::MAX)
 }
 
 /// A UUID v4 from the host's CSPRNG (WASI `random_get`).
