@@ -30,6 +30,7 @@ use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::hir::{Class, Hir, HirKind};
 use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
+use crate::engine::RegexMemory;
 use crate::rule::PatternKind;
 
 /// A pattern parsed, analysed and ready to be compiled.
@@ -241,15 +242,15 @@ impl RegexBudget {
         self.used.load(Ordering::Relaxed).saturating_sub(self.limit)
     }
 
-    /// Heap bytes of the built regexes, regexes built and regexes dropped
-    /// since the engine was made, and the most bytes held at once.
-    pub(crate) fn counts(&self) -> (usize, u64, u64, usize) {
-        (
-            self.used.load(Ordering::Relaxed),
-            self.builds.load(Ordering::Relaxed),
-            self.drops.load(Ordering::Relaxed),
-            self.peak.load(Ordering::Relaxed),
-        )
+    /// What the built regexes hold now, and the counts since the engine
+    /// was made.
+    pub(crate) fn memory(&self) -> RegexMemory {
+        RegexMemory {
+            bytes: self.used.load(Ordering::Relaxed),
+            builds: self.builds.load(Ordering::Relaxed),
+            drops: self.drops.load(Ordering::Relaxed),
+            peak_bytes: self.peak.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -1162,30 +1163,32 @@ mod tests {
     /// was dropped, and a failed build stays failed.
     #[test]
     fn lazy_regexes_count_in_their_budget_and_build_again_after_a_drop() {
+        let counts =
+            |bytes, builds, drops, peak_bytes| RegexMemory { bytes, builds, drops, peak_bytes };
         let budget = RegexBudget::new(0);
         let lazy = prepare_pattern(PatternKind::Regex, "(?i)a[^\\n]{0,40}b").unwrap().regex;
-        assert_eq!((lazy.last_used(), budget.counts()), (None, (0, 0, 0, 0)));
+        assert_eq!((lazy.last_used(), budget.memory()), (None, counts(0, 0, 0, 0)));
         let first = lazy.get(&budget).unwrap();
         // The automata and a new search cache.
         let bytes = first.memory_usage() + first.create_cache().memory_usage();
         assert!(first.memory_usage() > 0 && bytes > first.memory_usage());
-        assert_eq!(budget.counts(), (bytes, 1, 0, bytes));
+        assert_eq!(budget.memory(), counts(bytes, 1, 0, bytes));
         assert_eq!(budget.excess(), bytes);
         // A second use builds nothing and moves the clock.
         let used = lazy.last_used().unwrap();
         assert!(lazy.get(&budget).unwrap().is_match("A x B"));
         assert!(lazy.last_used().unwrap() > used);
-        assert_eq!(budget.counts(), (bytes, 1, 0, bytes));
+        assert_eq!(budget.memory(), counts(bytes, 1, 0, bytes));
         lazy.drop_built(&budget);
         lazy.drop_built(&budget);
-        assert_eq!((lazy.last_used(), budget.counts()), (None, (0, 1, 1, bytes)));
+        assert_eq!((lazy.last_used(), budget.memory()), (None, counts(0, 1, 1, bytes)));
         assert!(lazy.get(&budget).unwrap().is_match("a-b"));
-        assert_eq!(budget.counts(), (bytes, 2, 1, bytes));
+        assert_eq!(budget.memory(), counts(bytes, 2, 1, bytes));
         // Over the NFA size limit: fails at every use, counts nothing.
         let huge = prepare_pattern(PatternKind::Regex, "(?:[^\\n]{1000}){200}").unwrap().regex;
         let budget = RegexBudget::new(0);
         assert!(huge.build(&budget).is_err() && huge.build(&budget).is_err());
-        assert_eq!((huge.last_used(), budget.counts()), (None, (0, 0, 0, 0)));
+        assert_eq!((huge.last_used(), budget.memory()), (None, counts(0, 0, 0, 0)));
     }
 
     #[test]

@@ -197,8 +197,7 @@ impl Engine {
 
     /// What the built regexes hold now, and how many were built and dropped.
     pub fn regex_memory(&self) -> RegexMemory {
-        let (bytes, builds, drops, peak_bytes) = self.regexes.counts();
-        RegexMemory { bytes, builds, drops, peak_bytes }
+        self.regexes.memory()
     }
 
     /// Inside a scan, before each pattern's searches: drops regexes until
